@@ -1,0 +1,130 @@
+"""Figures (PNG, matplotlib Agg backend) shared by the experiments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+__all__ = ["image_grid", "plot_curves", "plot_image_rows", "save_image_grid", "scatter_by_label"]
+
+
+def image_grid(images: Tensor, nrow: int, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
+    """Tile ``(N, 1, H, W)`` (or ``(N, H, W)``) images in [0, 1] into one 2-D array."""
+    imgs = images.detach().float().cpu()
+    if imgs.ndim == 4:
+        imgs = imgs[:, 0]
+    if imgs.ndim != 3:
+        raise ValueError(f"images must be (N, 1, H, W) or (N, H, W), got {tuple(images.shape)}")
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    n, h, w = imgs.shape
+    ncol = int(np.ceil(n / nrow))
+    grid = np.full((nrow * (h + padding) + padding, ncol * (w + padding) + padding), pad_value)
+    for k in range(n):
+        r, c = divmod(k, ncol)
+        y, x = padding + r * (h + padding), padding + c * (w + padding)
+        grid[y : y + h, x : x + w] = imgs[k].clamp(0, 1).numpy()
+    return grid
+
+
+def save_image_grid(
+    images: Tensor, path: str | Path, nrow: int, title: str | None = None, scale: float = 0.6
+) -> Path:
+    """Save a grid of images as a PNG."""
+    grid = image_grid(images, nrow)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = grid.shape
+    fig, ax = plt.subplots(figsize=(max(2.0, scale * w / 30), max(2.0, scale * h / 30) + 0.4))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_image_rows(rows: Mapping[str, Tensor], path: str | Path, title: str | None = None) -> Path:
+    """One labelled row of images per entry (e.g. original / observed / completion)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(rows)
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(names), 1, figsize=(0.9 * n + 1.5, 1.1 * len(names) + 0.4))
+    axes = np.atleast_1d(axes)
+    for ax, name in zip(axes, names, strict=True):
+        ax.imshow(image_grid(rows[name], nrow=1), cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    xlabel: str = "epoch",
+    ylabel: str = "",
+    title: str | None = None,
+) -> Path:
+    """Line plot of named ``(x, y)`` curves."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (x, y) in curves.items():
+        ax.plot(list(x), list(y), marker="o", ms=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def scatter_by_label(
+    points: Tensor,
+    labels: Tensor,
+    path: str | Path,
+    title: str | None = None,
+    xlabel: str = "z1",
+    ylabel: str = "z2",
+) -> Path:
+    """2-D scatter coloured by integer class label (tab10)."""
+    pts = torch.as_tensor(points).detach().cpu().numpy()
+    lab = torch.as_tensor(labels).detach().cpu().numpy()
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) != len(lab):
+        raise ValueError(
+            f"points must be (N, 2) matching labels (N,), got {pts.shape}, {lab.shape}"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    sc = ax.scatter(pts[:, 0], pts[:, 1], c=lab, cmap="tab10", vmin=-0.5, vmax=9.5, s=8)
+    fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

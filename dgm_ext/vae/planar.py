@@ -1,0 +1,91 @@
+"""Planar-flow posterior for the VAE (Rezende & Mohamed, 2015).
+
+``q(z_K|x)``: ``z_0 ~ N(mu(x), diag exp(logvar(x)))`` followed by K planar layers
+``z ← z + û_k tanh(w_k·z + b_k)`` whose parameters are produced per example from the
+encoder's hidden features (amortised). ``û`` is the invertibility-preserving
+reparameterisation of appendix A: ``û = u + (m(w·u) − w·u) w / ‖w‖²`` with
+``m(a) = −1 + softplus(a)``, which guarantees ``w·û > −1``.
+
+The fused ``ops.planar_flow`` takes one set of layer parameters shared by the whole
+batch, so it is used for the non-amortised (``amortized=False``) posterior; the amortised
+posterior (per-example parameters) evaluates the same formula batched in PyTorch.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["PlanarPosterior", "planar_flow_batched", "planar_u_hat"]
+
+
+def planar_u_hat(u: Tensor, w: Tensor) -> Tensor:
+    """Invertibility-preserving û (last dim = latent dim) so that ``w·û > −1``."""
+    wu = (w * u).sum(-1, keepdim=True)
+    m = -1.0 + nn.functional.softplus(wu)
+    w_norm_sq = (w * w).sum(-1, keepdim=True).clamp_min(1e-12)
+    return u + (m - wu) * w / w_norm_sq
+
+
+def planar_flow_batched(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """K planar layers with per-example parameters.
+
+    ``z`` (*B, d); ``u``, ``w`` (*B, K, d) or (K, d); ``b`` (*B, K) or (K,).
+    Returns ``(z_K, logdet)`` with logdet of shape (*B,). ``u`` is applied as given.
+    """
+    logdet = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+    for k in range(u.shape[-2]):
+        uk, wk, bk = u[..., k, :], w[..., k, :], b[..., k]
+        a = (wk * z).sum(-1) + bk
+        t = torch.tanh(a)
+        psi_u = (1.0 - t * t) * (wk * uk).sum(-1)
+        logdet = logdet + torch.log(torch.abs(1.0 + psi_u) + 1e-12)
+        z = z + uk * t.unsqueeze(-1)
+    return z, logdet
+
+
+class PlanarPosterior(nn.Module):
+    """K planar layers on top of the encoder Gaussian.
+
+    ``amortized=True``: a linear head maps the encoder features ``h`` to per-example
+    ``(u, w, b)``; ``amortized=False``: global parameters, applied with ``ops.planar_flow``.
+    """
+
+    def __init__(
+        self, latent_dim: int, length: int, feature_dim: int, amortized: bool = True
+    ) -> None:
+        super().__init__()
+        if length < 1:
+            raise ValueError(f"length (number of planar layers) must be >= 1, got {length}")
+        self.latent_dim, self.length, self.amortized = latent_dim, length, amortized
+        if amortized:
+            self.head = nn.Linear(feature_dim, length * (2 * latent_dim + 1))
+            nn.init.normal_(self.head.weight, std=1e-3)
+            nn.init.zeros_(self.head.bias)
+        else:
+            self.u = nn.Parameter(torch.randn(length, latent_dim) * 0.01)
+            self.w = nn.Parameter(torch.randn(length, latent_dim) * 0.01)
+            self.b = nn.Parameter(torch.zeros(length))
+
+    def params(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Raw ``(u, w, b)``: per example (B, K, d)/(B, K) when amortised, else (K, d)/(K,)."""
+        if not self.amortized:
+            return self.u, self.w, self.b
+        d, k = self.latent_dim, self.length
+        p = self.head(h)
+        u = p[..., : k * d].unflatten(-1, (k, d))
+        w = p[..., k * d : 2 * k * d].unflatten(-1, (k, d))
+        b = p[..., 2 * k * d :]
+        return u, w, b
+
+    def forward(self, z0: Tensor, h: Tensor, ops: ModuleType) -> tuple[Tensor, Tensor]:
+        """Push ``z0`` (*S, B, d) through the flow; returns ``(z_K, logdet)``."""
+        u, w, b = self.params(h)
+        u_hat = planar_u_hat(u, w)
+        if not self.amortized:
+            flat = z0.reshape(-1, self.latent_dim)
+            zk, logdet = ops.planar_flow(flat.contiguous(), u_hat, w, b)
+            return zk.reshape(z0.shape), logdet.reshape(z0.shape[:-1])
+        return planar_flow_batched(z0, u_hat, w, b)
