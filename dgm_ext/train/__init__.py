@@ -1,0 +1,29 @@
+"""The training engine shared by all dgm_ext models (see :mod:`dgm_ext.train.trainer` for
+the model contract, run-directory layout, resume and distributed behaviour)."""
+
+from .checkpoint import (
+    atomic_copy,
+    atomic_save,
+    get_rng_state,
+    load_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from .config import TrainerConfig
+from .ema import ModelEMA
+from .trainer import NonFiniteLossError, StepContext, Trainer, build_optimizer
+
+__all__ = [
+    "ModelEMA",
+    "NonFiniteLossError",
+    "StepContext",
+    "Trainer",
+    "TrainerConfig",
+    "atomic_copy",
+    "atomic_save",
+    "build_optimizer",
+    "get_rng_state",
+    "load_checkpoint",
+    "seed_everything",
+    "set_rng_state",
+]

@@ -1,0 +1,112 @@
+"""Configuration of the training engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainerConfig"]
+
+_OPTIMIZERS = ("adam", "adamw")
+
+
+@dataclass
+class TrainerConfig:
+    """Settings of :class:`dgm_ext.train.Trainer`.
+
+    ``batch_size`` is per process: under ``torchrun`` with ``W`` processes the global batch
+    is ``W * batch_size`` (each optimisation step averages the gradients of all ranks).
+    Training stops after ``epochs`` epochs or ``max_steps`` optimisation steps, whichever
+    comes first (either may be ``None``, not both). A ``max_steps`` limit reached inside an
+    epoch closes that (partial) epoch: it is validated, logged and checkpointed.
+    """
+
+    run_dir: str | Path
+    epochs: int | None = 10
+    max_steps: int | None = None
+    batch_size: int = 128
+    optimizer: str = "adam"  # "adam" | "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    seed: int = 0
+    patience: int | None = None  # early stopping on `monitor`
+    monitor: str = "val_loss"
+    ema_decay: float | None = None  # EMA of the model (or model.ema_module()), used for validation
+    grad_clip: float | None = None  # max global gradient norm per optimiser step
+    progress: bool = True  # tqdm bars (rank 0 only)
+    tensorboard: bool = False  # needs the optional `tensorboard` package
+    val_batch_size: int | None = None  # default: batch_size
+    # --- beyond the minimal contract ---
+    monitor_mode: str = "min"  # "min": lower is better, "max": higher is better
+    min_delta: float = 0.0  # improvement needed to reset the patience counter
+    drop_last: bool = False  # drop the incomplete last training batch of each epoch
+    num_workers: int = 0  # >0: batches built by a DataLoader with workers
+    checkpoint_every: int | None = None  # also checkpoint every N steps (mid-epoch resume)
+    keep_last: int = 0  # additionally keep the last N per-epoch checkpoints epoch-XXXX.pt
+    log_every: int = 50  # steps between progress-bar / TensorBoard step logs
+    check_grads: bool = False  # also stop on non-finite gradient norms
+    device: str | None = None  # default: cuda:<LOCAL_RANK> when available, else cpu
+    find_unused_parameters: bool = False  # passed to DistributedDataParallel
+    resume: bool = True  # resume from <run_dir>/checkpoints/last.pt when present
+    eps: float = 1e-8  # Adam epsilon
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded in config.json
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+        def positive_int(name: str, allow_none: bool, minimum: int = 1) -> None:
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"TrainerConfig.{name} must be an int >= {minimum}, got {v!r}")
+
+        positive_int("epochs", True, 0)
+        positive_int("max_steps", True, 0)
+        positive_int("batch_size", False)
+        positive_int("val_batch_size", True)
+        positive_int("patience", True)
+        positive_int("num_workers", False, 0)
+        positive_int("checkpoint_every", True)
+        positive_int("keep_last", False, 0)
+        positive_int("log_every", False)
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("TrainerConfig.epochs and TrainerConfig.max_steps cannot both be None")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"TrainerConfig.optimizer must be one of {_OPTIMIZERS}, got "
+                             f"{self.optimizer!r}")  # fmt: skip
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"TrainerConfig.lr must be a finite number > 0, got {self.lr!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"TrainerConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainerConfig.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"TrainerConfig.ema_decay must be in (0, 1), got {self.ema_decay!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"TrainerConfig.grad_clip must be > 0, got {self.grad_clip!r}")
+        if self.monitor_mode not in ("min", "max"):
+            raise ValueError(
+                f"TrainerConfig.monitor_mode must be 'min' or 'max', got {self.monitor_mode!r}"
+            )
+        if not self.min_delta >= 0:
+            raise ValueError(f"TrainerConfig.min_delta must be >= 0, got {self.min_delta!r}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"TrainerConfig.extra must be a dict, got {type(self.extra).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict of the settings (paths as strings, tuples as lists)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Path):
+                v = str(v)
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out

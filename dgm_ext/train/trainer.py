@@ -1,0 +1,822 @@
+"""The training engine shared by all dgm_ext models.
+
+Model contract
+--------------
+A model is an ``nn.Module`` with
+
+* ``training_step(batch) -> dict[str, Tensor]`` containing a scalar ``"loss"`` to minimise;
+  every scalar entry is logged as ``train_<name>`` (epoch mean weighted by batch size);
+* optionally ``validation_step(batch) -> dict[str, Tensor]`` of per-batch means, logged as
+  ``val_<name>`` (``val_loss`` from ``"loss"``); without it, ``training_step`` is run
+  under ``torch.no_grad()`` in eval mode on the validation set.
+
+``batch`` is what the dataset yields (for :class:`dgm_ext.data.ImageDataset`: a tuple
+``(images, labels)``), already moved to the trainer's device.
+
+Extension points (all optional methods of the model):
+
+* ``configure_optimizers(config) -> Optimizer | list[Optimizer]``: default is one Adam/AdamW
+  over all parameters built from ``config`` (see :func:`build_optimizer`).
+* ``train_step(batch, ctx: StepContext) -> dict[str, Tensor]``: replaces the default step
+  (needed with several optimisers, e.g. GANs). Call ``ctx.step(optimizer, loss)`` for each
+  update: it checks the loss is finite, zeroes that optimiser's gradients, backpropagates,
+  averages gradients across processes, clips and steps. Return detached scalars to log.
+* ``ema_module() -> nn.Module``: the sub-module whose EMA is kept when
+  ``config.ema_decay`` is set (default: the whole model), e.g. a GAN generator.
+* ``on_epoch_end(trainer, epoch) -> dict[str, float] | None``: called on every process
+  after validation; returned numbers are added to the epoch's metrics row (rank 0's are
+  logged). Use ``trainer.is_main`` / ``trainer.run_dir`` to write figures.
+
+Run directory
+-------------
+``config.json``, ``metrics.jsonl`` / ``metrics.csv`` (one row per epoch: ``epoch``,
+``step``, ``train_*``, ``val_*``, ``lr``, ``time_s``), ``checkpoints/last.pt`` (every
+epoch, and every ``checkpoint_every`` steps), ``checkpoints/best.pt`` (best ``monitor``),
+optional ``checkpoints/epoch-XXXX.pt`` and ``tb/`` (TensorBoard).
+
+Reproducibility: at the start of a fresh run the Python, numpy and torch RNGs are seeded
+with ``config.seed + rank``; data order is a pure function of ``(seed, epoch)``; a run
+resumed from ``last.pt`` restores model, optimisers, EMA, RNG states, counters and metric
+history, so it continues bit-identically (single process, deterministic kernels,
+``num_workers=0``).
+
+Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the trainer initialises the process
+group (NCCL on CUDA, gloo on CPU) unless already initialised, wraps the model in
+``DistributedDataParallel`` (for custom ``train_step`` models gradients are averaged by
+``ctx.step`` instead), shards every epoch like ``DistributedSampler`` (global batch =
+``world_size * batch_size``), averages metrics over all ranks with ``all_reduce`` and writes
+files from rank 0 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from dgm_ext.data.dataset import BatchLoader
+
+from .checkpoint import (
+    atomic_copy,
+    atomic_save,
+    get_rng_state,
+    load_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from .config import TrainerConfig
+from .ema import ModelEMA
+
+__all__ = ["NonFiniteLossError", "StepContext", "Trainer", "build_optimizer"]
+
+log = logging.getLogger("dgm_ext.train")
+
+CHECKPOINT_FORMAT = "dgm_ext.train/1"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss (or gradient norm) became NaN/Inf; training stopped before applying the step.
+
+    Attributes: ``name`` (what was non-finite), ``epoch`` (1-based), ``step`` (1-based
+    global step), ``checkpoint`` (path of the last good checkpoint, or ``None``).
+    """
+
+    def __init__(
+        self, message: str, *, name: str, epoch: int, step: int, checkpoint: Path | None
+    ) -> None:
+        super().__init__(message)
+        self.name, self.epoch, self.step, self.checkpoint = name, epoch, step, checkpoint
+
+
+def build_optimizer(
+    params: Iterable[Tensor] | Iterable[dict[str, Any]],
+    config: TrainerConfig,
+    **overrides: Any,
+) -> torch.optim.Optimizer:
+    """Adam or AdamW (``config.optimizer``) with ``config.lr``, ``betas``, ``weight_decay`` and
+    ``eps``; keyword ``overrides`` (e.g. ``lr=4e-4, betas=(0.0, 0.99)``) take precedence."""
+    kwargs = {
+        "lr": config.lr,
+        "betas": tuple(config.betas),
+        "weight_decay": config.weight_decay,
+        "eps": config.eps,
+    }
+    kwargs.update(overrides)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, **kwargs)
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    if isinstance(batch, Sequence) and not isinstance(batch, (str, bytes)) and batch:
+        return _batch_size(batch[0])
+    return 1
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=device.type == "cuda")
+    if isinstance(batch, tuple):
+        return tuple(_to_device(b, device) for b in batch)
+    if isinstance(batch, list):
+        return [_to_device(b, device) for b in batch]
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+class _Accumulator:
+    """Batch-size-weighted sums of scalar metrics (kept on device: no sync per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: Mapping[str, Any], n: int, where: str) -> None:
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"{where} must return a dict of scalar tensors, got "
+                            f"{type(metrics).__name__}")  # fmt: skip
+        for k, v in metrics.items():
+            t = v.detach() if isinstance(v, Tensor) else torch.tensor(float(v))
+            if t.numel() != 1:
+                raise ValueError(
+                    f"{where} returned {k!r} with shape {tuple(t.shape)}; metrics must be scalars"
+                )
+            t = t.reshape(()).to(torch.float64) * n
+            self.sums[k] = self.sums[k] + t if k in self.sums else t
+            self.counts[k] = self.counts.get(k, 0) + n
+
+    def reduce(self, prefix: str, world_size: int, device: torch.device) -> dict[str, float]:
+        names = sorted(self.sums)
+        if world_size > 1:
+            gathered: list[Any] = [None] * world_size
+            dist.all_gather_object(gathered, names)
+            names = sorted(set().union(*gathered))
+        if not names:
+            return {}
+        vals = torch.zeros(2 * len(names), dtype=torch.float64, device=device)
+        for i, k in enumerate(names):
+            if k in self.sums:
+                vals[i] = self.sums[k].to(device)
+                vals[len(names) + i] = self.counts[k]
+        if world_size > 1:
+            dist.all_reduce(vals)
+        vals = vals.cpu().tolist()
+        out = {}
+        for i, k in enumerate(names):
+            count = vals[len(names) + i]
+            out[prefix + k] = vals[i] / count if count else float("nan")
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "counts": dict(self.counts)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], device: torch.device) -> _Accumulator:
+        acc = cls()
+        acc.sums = {k: v.to(device) for k, v in state["sums"].items()}
+        acc.counts = {k: int(v) for k, v in state["counts"].items()}
+        return acc
+
+
+class _StepModule(nn.Module):
+    """Routes ``forward(method, batch)`` to ``model.<method>(batch)`` so that DDP's
+    gradient synchronisation (set up in ``forward``) covers ``training_step``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, method: str, batch: Any) -> Any:
+        return getattr(self.model, method)(batch)
+
+
+class StepContext:
+    """What a custom ``train_step(batch, ctx)`` uses to update parameters."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimisers returned by ``configure_optimizers``, in order."""
+        return self._trainer.optimizers
+
+    @property
+    def global_step(self) -> int:
+        """Number of completed training steps before this one."""
+        return self._trainer.global_step
+
+    @property
+    def epoch(self) -> int:
+        """0-based index of the current epoch."""
+        return self._trainer.epoch
+
+    @property
+    def config(self) -> TrainerConfig:
+        """The trainer's configuration."""
+        return self._trainer.config
+
+    def step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        loss: Tensor,
+        *,
+        name: str = "loss",
+        retain_graph: bool = False,
+    ) -> None:
+        """One update of ``optimizer`` on ``loss``: finite check (raises
+        :class:`NonFiniteLossError`), ``zero_grad``, ``backward``, cross-process gradient
+        averaging, clipping to ``config.grad_clip``, optional gradient check, ``step``."""
+        t = self._trainer
+        t._check_finite(loss, name)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=retain_graph)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        if t._reduce_grads_manually:
+            t._all_reduce_grads(params)
+        cfg = t.config
+        if cfg.grad_clip is not None or cfg.check_grads:
+            max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if cfg.check_grads:
+                t._check_finite(norm, f"gradient norm of {name}")
+        optimizer.step()
+
+
+class Trainer:
+    """Train a model following the contract of this module (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, config: TrainerConfig) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(config, TrainerConfig):
+            raise TypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
+        if not callable(getattr(model, "train_step", None)) and not callable(
+            getattr(model, "training_step", None)
+        ):
+            raise TypeError(
+                f"model {type(model).__name__} must define training_step(batch) -> dict with "
+                "'loss' (or a custom train_step(batch, ctx))"
+            )
+        self.model = model
+        self.config = config
+        self.run_dir = Path(config.run_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.device = self._resolve_device(config.device)
+        self.model.to(self.device)
+        self._custom_step = callable(getattr(model, "train_step", None))
+        self.optimizers = self._configure_optimizers()
+        if config.ema_decay is not None:
+            target = model.ema_module() if callable(getattr(model, "ema_module", None)) else model
+            self.ema: ModelEMA | None = ModelEMA(target, config.ema_decay)
+        else:
+            self.ema = None
+        if config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+            except ImportError as exc:
+                raise ImportError(
+                    "TrainerConfig.tensorboard=True needs the optional 'tensorboard' package "
+                    "(pip install tensorboard)"
+                ) from exc
+        # training state (saved in checkpoints)
+        self.epoch = 0  # completed epochs
+        self.global_step = 0
+        self.batch_in_epoch = 0
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.history: list[dict[str, float]] = []
+        self._epoch_time = 0.0
+        self._acc: _Accumulator | None = None
+        # distributed
+        self.rank, self.world_size = 0, 1
+        self._owns_process_group = False
+        self._ddp: DistributedDataParallel | None = None
+        self._reduce_grads_manually = False
+        self._tb = None
+        self._last_good: tuple[Path, int, int] | None = None
+        self._ctx = StepContext(self)
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _resolve_device(device: str | None) -> torch.device:
+        if device is not None:
+            return torch.device(device)
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+
+    def _configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        fn = getattr(self.model, "configure_optimizers", None)
+        opts = (
+            fn(self.config)
+            if callable(fn)
+            else build_optimizer(self.model.parameters(), self.config)
+        )
+        if isinstance(opts, torch.optim.Optimizer):
+            opts = [opts]
+        opts = list(opts)
+        if not opts or not all(isinstance(o, torch.optim.Optimizer) for o in opts):
+            raise TypeError("configure_optimizers must return an Optimizer or a list of them")
+        if len(opts) > 1 and not self._custom_step:
+            raise TypeError(
+                f"{type(self.model).__name__}.configure_optimizers returned {len(opts)} "
+                "optimisers; a model with several optimisers must define train_step(batch, ctx)"
+            )
+        return opts
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files (rank 0)."""
+        return self.rank == 0
+
+    def _init_distributed(self) -> None:
+        if dist.is_available() and dist.is_initialized():
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if not dist.is_available():
+                raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available")
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+            self._owns_process_group = True
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        else:
+            self.rank, self.world_size = 0, 1
+
+    def _comm_device(self) -> torch.device:
+        if self.world_size > 1 and dist.get_backend() == "nccl":
+            return self.device
+        return torch.device("cpu")
+
+    def _setup_parallel(self) -> None:
+        self._ddp, self._reduce_grads_manually = None, False
+        if self.world_size == 1:
+            return
+        if self._custom_step:
+            # the model drives its own backward passes: average gradients in ctx.step and
+            # start from rank 0's weights (as DDP would)
+            self._reduce_grads_manually = True
+            with torch.no_grad():
+                for t in self.model.state_dict().values():
+                    dist.broadcast(t, 0)
+        else:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(
+                _StepModule(self.model),
+                device_ids=ids,
+                find_unused_parameters=self.config.find_unused_parameters,
+            )
+
+    # ------------------------------------------------------------- checkpoints
+    def _state(self, acc: _Accumulator | None) -> dict[str, Any]:
+        rng = get_rng_state()
+        if self.world_size > 1:
+            all_rng: list[Any] = [None] * self.world_size
+            dist.all_gather_object(all_rng, rng)
+        else:
+            all_rng = [rng]
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "trainer": {
+                "epoch": self.epoch,
+                "global_step": self.global_step,
+                "batch_in_epoch": self.batch_in_epoch,
+                "best": self.best,
+                "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs,
+                "stopped_early": self.stopped_early,
+                "epoch_time": self._epoch_time,
+                "world_size": self.world_size,
+            },
+            "accumulator": acc.state_dict() if acc is not None else None,
+            "history": self.history,
+            "rng": all_rng,
+            "config": self.config.to_dict(),
+        }
+
+    def _save(self, acc: _Accumulator | None, improved: bool = False) -> None:
+        state = self._state(acc)  # collective under DDP: every rank calls it
+        if self.is_main:
+            last = self.checkpoint_dir / "last.pt"
+            atomic_save(state, last)
+            if improved:
+                atomic_copy(last, self.checkpoint_dir / "best.pt")
+            if self.config.keep_last and acc is None:
+                atomic_copy(last, self.checkpoint_dir / f"epoch-{self.epoch:04d}.pt")
+                kept = sorted(self.checkpoint_dir.glob("epoch-*.pt"))
+                for old in kept[: -self.config.keep_last]:
+                    old.unlink(missing_ok=True)
+        self._last_good = (self.checkpoint_dir / "last.pt", self.epoch, self.global_step)
+
+    def _resume(self) -> bool:
+        path = self.checkpoint_dir / "last.pt"
+        if not (self.config.resume and path.is_file()):
+            return False
+        ck = load_checkpoint(path)
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: unknown checkpoint format {ck.get('format')!r}")
+        self.model.load_state_dict(ck["model"])
+        if len(ck["optimizers"]) != len(self.optimizers):
+            raise ValueError(
+                f"{path} holds {len(ck['optimizers'])} optimiser states but the model "
+                f"configures {len(self.optimizers)}"
+            )
+        for opt, sd in zip(self.optimizers, ck["optimizers"], strict=True):
+            opt.load_state_dict(sd)
+        if self.ema is not None:
+            if ck["ema"] is None:
+                log.warning("%s has no EMA state; the EMA restarts from the weights", path)
+                self.ema = ModelEMA(self.ema.module, self.ema.decay)
+            else:
+                self.ema.load_state_dict(ck["ema"])
+        t = ck["trainer"]
+        self.epoch, self.global_step = int(t["epoch"]), int(t["global_step"])
+        self.batch_in_epoch = int(t["batch_in_epoch"])
+        self.best, self.best_epoch = t["best"], t["best_epoch"]
+        self.bad_epochs, self.stopped_early = int(t["bad_epochs"]), bool(t["stopped_early"])
+        self._epoch_time = float(t["epoch_time"])
+        self.history = [dict(r) for r in ck["history"]]
+        self._acc = (
+            _Accumulator.from_state(ck["accumulator"], self.device) if ck["accumulator"] else None
+        )
+        rng = ck["rng"]
+        if len(rng) == self.world_size:
+            set_rng_state(rng[self.rank])
+        else:
+            log.warning(
+                "%s was written by %d processes, now %d: RNG streams are reseeded, the "
+                "continuation is not bit-identical",
+                path, len(rng), self.world_size,
+            )  # fmt: skip
+            seed_everything(self.config.seed + self.rank + 7919 * (self.global_step + 1))
+        self._last_good = (path, self.epoch, self.global_step)
+        log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.global_step)
+        return True
+
+    # ---------------------------------------------------------------- guards
+    def _check_finite(self, value: Tensor, name: str) -> None:
+        bad = (~torch.isfinite(value.detach())).any()
+        if self.world_size > 1:
+            flag = bad.to(self._comm_device(), torch.float32).reshape(1)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            bad = flag[0] > 0
+        if not bool(bad):
+            return
+        epoch, step = self.epoch + 1, self.global_step + 1
+        v = value.detach()
+        shown = f"{v.item()}" if v.numel() == 1 else "non-finite entries"
+        if self._last_good is not None:
+            path, e, s = self._last_good
+            where = (
+                f"The last good checkpoint, {path} (after epoch {e}, step {s}), is untouched; "
+                "rerunning resumes from it (lower the learning rate or enable grad_clip)."
+            )
+        else:
+            path = None
+            where = "No checkpoint had been written yet."
+        raise NonFiniteLossError(
+            f"Non-finite {name} ({shown}) at epoch {epoch}, step {step}"
+            f"{' (on some rank)' if self.world_size > 1 else ''}; training stopped before "
+            f"applying this step. {where}",
+            name=name,
+            epoch=epoch,
+            step=step,
+            checkpoint=path,
+        )
+
+    def _all_reduce_grads(self, params: Sequence[Tensor]) -> None:
+        """Average ``.grad`` of ``params`` over ranks (one flat buffer per dtype)."""
+        dev = self._comm_device()
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for p in params:
+            by_dtype.setdefault(p.dtype, []).append(p)
+        for ps in by_dtype.values():
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ps]
+            has = [float(p.grad is not None) for p in ps]
+            flags_t = torch.tensor(has, dtype=ps[0].dtype, device=ps[0].device)
+            flat = torch.cat([g.reshape(-1) for g in grads] + [flags_t]).to(dev)
+            dist.all_reduce(flat)
+            flags = flat[-len(ps) :]
+            flat = flat[: -len(ps)] / self.world_size
+            offset = 0
+            for p, f in zip(ps, flags.tolist(), strict=True):
+                n = p.numel()
+                if f > 0:
+                    p.grad = flat[offset : offset + n].view_as(p).to(p.device).clone()
+                offset += n
+
+    # ------------------------------------------------------------- the loop
+    def _train_step(self, batch: Any) -> Mapping[str, Tensor]:
+        if self._custom_step:
+            if self._reduce_grads_manually:
+                with torch.no_grad():
+                    for b in self.model.buffers():
+                        dist.broadcast(b, 0)
+            out = self.model.train_step(batch, self._ctx)
+            if not isinstance(out, Mapping):
+                raise TypeError(
+                    f"{type(self.model).__name__}.train_step must return a dict of scalars"
+                )
+            return out
+        if self._ddp is not None:
+            out = self._ddp("training_step", batch)
+        else:
+            out = self.model.training_step(batch)
+        if not isinstance(out, Mapping) or "loss" not in out:
+            raise TypeError(
+                f"{type(self.model).__name__}.training_step must return a dict with a scalar "
+                f"'loss', got {type(out).__name__}"
+                + (f" with keys {sorted(out)}" if isinstance(out, Mapping) else "")
+            )
+        self._ctx.step(self.optimizers[0], out["loss"])
+        return out
+
+    @torch.no_grad()
+    def _validate(self, val_set: Any) -> dict[str, float]:
+        model = self.model
+        fn = getattr(model, "validation_step", None)
+        if not callable(fn):
+            fn = model.training_step
+        loader = BatchLoader(
+            val_set,
+            self.config.val_batch_size or self.config.batch_size,
+            shuffle=False,
+            rank=self.rank,
+            world_size=self.world_size,
+            num_workers=self.config.num_workers,
+            pad=False,
+        )
+        acc = _Accumulator()
+        was_training = model.training
+        model.eval()
+        ema_ctx = self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+        try:
+            with ema_ctx:
+                for batch in loader:
+                    batch = _to_device(batch, self.device)
+                    acc.add(fn(batch), _batch_size(batch), "validation_step")
+        finally:
+            model.train(was_training)
+        return acc.reduce("val_", self.world_size, self._comm_device())
+
+    def _finished(self) -> bool:
+        cfg = self.config
+        return (
+            self.stopped_early
+            or (cfg.epochs is not None and self.epoch >= cfg.epochs)
+            or (cfg.max_steps is not None and self.global_step >= cfg.max_steps)
+        )
+
+    def _update_best(self, row: dict[str, float]) -> bool:
+        cfg = self.config
+        m = row.get(cfg.monitor)
+        if m is None:
+            if cfg.patience is not None:
+                raise ValueError(
+                    f"TrainerConfig.monitor={cfg.monitor!r} is not among the epoch metrics "
+                    f"{sorted(row)} (early stopping needs it; pass val_set or change monitor)"
+                )
+            return False
+        if not math.isfinite(m):
+            self._check_finite(torch.tensor(m), cfg.monitor)
+        if self.best is None:
+            better = True
+        elif cfg.monitor_mode == "min":
+            better = m < self.best - cfg.min_delta
+        else:
+            better = m > self.best + cfg.min_delta
+        if better:
+            self.best, self.best_epoch, self.bad_epochs = float(m), int(row["epoch"]), 0
+            return True
+        self.bad_epochs += 1
+        if cfg.patience is not None and self.bad_epochs >= cfg.patience:
+            self.stopped_early = True
+            log.info(
+                "early stopping after epoch %d: %s has not improved for %d epochs (best %.6g "
+                "at epoch %s)",
+                row["epoch"], cfg.monitor, self.bad_epochs, self.best, self.best_epoch,
+            )  # fmt: skip
+        return False
+
+    def _run_epoch(self, loader: BatchLoader, val_set: Any) -> None:
+        cfg = self.config
+        e = self.epoch
+        loader.set_epoch(e, start_batch=self.batch_in_epoch)
+        n_batches = len(loader.sampler)
+        if n_batches == 0:
+            raise ValueError(
+                f"train_set yields no batch per process (size {len(loader.dataset)}, "
+                f"batch_size {cfg.batch_size}, world_size {self.world_size}, "
+                f"drop_last {cfg.drop_last})"
+            )
+        if self.batch_in_epoch == 0 or self._acc is None:
+            acc, self._epoch_time = _Accumulator(), 0.0
+        else:
+            acc = self._acc
+        self._acc = None
+        total = f"/{cfg.epochs}" if cfg.epochs is not None else ""
+        bar = tqdm(
+            total=n_batches,
+            initial=self.batch_in_epoch,
+            desc=f"epoch {e + 1}{total}",
+            disable=not (cfg.progress and self.is_main),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        t0 = time.perf_counter()
+        self.model.train()
+        try:
+            for batch in loader:
+                batch = _to_device(batch, self.device)
+                out = self._train_step(batch)
+                acc.add(out, _batch_size(batch), "training_step")
+                self.global_step += 1
+                self.batch_in_epoch += 1
+                if self.ema is not None:
+                    self.ema.update()
+                bar.update(1)
+                if self.global_step % cfg.log_every == 0:
+                    self._log_step(out, bar)
+                if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
+                    break
+                if (
+                    cfg.checkpoint_every
+                    and self.global_step % cfg.checkpoint_every == 0
+                    and self.batch_in_epoch < n_batches
+                ):
+                    self._epoch_time += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self._save(acc)
+        finally:
+            bar.close()
+        row: dict[str, float] = {"epoch": e + 1, "step": self.global_step}
+        row.update(acc.reduce("train_", self.world_size, self._comm_device()))
+        if val_set is not None:
+            row.update(self._validate(val_set))
+        hook = getattr(self.model, "on_epoch_end", None)
+        if callable(hook):
+            extra = hook(self, e)
+            if extra:
+                row.update({k: float(v) for k, v in extra.items()})
+        for i, opt in enumerate(self.optimizers):
+            row["lr" if i == 0 else f"lr_{i}"] = float(opt.param_groups[0]["lr"])
+        self._epoch_time += time.perf_counter() - t0
+        row["time_s"] = self._epoch_time
+        if not math.isfinite(row.get("val_loss", 0.0)):
+            self._check_finite(torch.tensor(row["val_loss"]), "validation loss")
+        improved = self._update_best(row)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.history.append(row)
+        self._save(None, improved=improved)
+        if self.is_main:
+            self._write_metrics()
+            self._log_epoch(row)
+
+    # -------------------------------------------------------------- logging
+    def _log_step(self, out: Mapping[str, Any], bar: Any) -> None:
+        key = "loss" if "loss" in out else next(iter(out), None)
+        if key is None:
+            return
+        value = float(out[key].detach()) if isinstance(out[key], Tensor) else float(out[key])
+        if self.is_main:
+            bar.set_postfix({key: f"{value:.4g}"}, refresh=False)
+            if self._tb is not None:
+                self._tb.add_scalar(f"step/train_{key}", value, self.global_step)
+
+    def _log_epoch(self, row: dict[str, float]) -> None:
+        text = " ".join(
+            f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+        )
+        log.info(text)
+        if self.config.progress:
+            tqdm.write(text)
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "epoch":
+                    self._tb.add_scalar(f"epoch/{k}", v, int(row["epoch"]))
+            self._tb.flush()
+
+    def _write_metrics(self) -> None:
+        """Rewrite metrics.jsonl / metrics.csv from the history (atomic; consistent with the
+        checkpoint after a resume)."""
+        keys: list[str] = []
+        for r in self.history:
+            keys += [k for k in r if k not in keys]
+        jsonl = "".join(json.dumps(r) + "\n" for r in self.history)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.history)
+        _atomic_write_text(self.run_dir / "metrics.jsonl", jsonl)
+        _atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
+
+    def _write_config(self) -> None:
+        info = {
+            "trainer": self.config.to_dict(),
+            "model": {
+                "class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+                "parameters": sum(p.numel() for p in self.model.parameters()),
+            },
+            "world_size": self.world_size,
+            "global_batch_size": self.config.batch_size * self.world_size,
+            "device": str(self.device),
+            "torch_version": torch.__version__,
+        }
+        _atomic_write_text(
+            self.run_dir / "config.json", json.dumps(info, indent=2, default=str) + "\n"
+        )
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, train_set: Any, val_set: Any = None) -> list[dict[str, float]]:
+        """Train; resumes automatically from ``<run_dir>/checkpoints/last.pt`` if present.
+
+        ``train_set`` / ``val_set`` are map-style datasets (``__len__``/``__getitem__``);
+        :class:`dgm_ext.data.ImageDataset` and ``TensorDataset`` use the fast in-memory path.
+        Returns the per-epoch metrics rows (including those of earlier, resumed sessions).
+        """
+        for name, ds in (("train_set", train_set), ("val_set", val_set)):
+            if ds is None and name == "val_set":
+                continue
+            if isinstance(ds, torch.utils.data.DataLoader):
+                raise TypeError(
+                    f"{name} must be a Dataset, not a DataLoader: the Trainer builds its own "
+                    "batches (config.batch_size) so that data order is resumable"
+                )
+            if not (hasattr(ds, "__len__") and hasattr(ds, "__getitem__")):
+                raise TypeError(f"{name} must be a map-style Dataset, got {type(ds).__name__}")
+        self._init_distributed()
+        try:
+            if not self._resume():
+                seed_everything(self.config.seed + self.rank)
+            if self.is_main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._write_config()
+                if self.history:
+                    self._write_metrics()
+                if self.config.tensorboard:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+            self._setup_parallel()
+            loader = BatchLoader(
+                train_set,
+                self.config.batch_size,
+                shuffle=True,
+                seed=self.config.seed,
+                drop_last=self.config.drop_last,
+                rank=self.rank,
+                world_size=self.world_size,
+                num_workers=self.config.num_workers,
+            )
+            while not self._finished():
+                self._run_epoch(loader, val_set)
+            if self.world_size > 1:
+                dist.barrier()
+            return [dict(r) for r in self.history]
+        finally:
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
+            self._ddp = None
+            if self._owns_process_group and dist.is_initialized():
+                dist.destroy_process_group()
+                self._owns_process_group = False
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
