@@ -1,0 +1,667 @@
+// Device-independent op frontends: argument checks, broadcasting, output allocation and the
+// filling of each op's parameter block. A Backend (CPU in cpu/bindings_cpu.cpp, CUDA in
+// cuda/bindings_cuda.cpp) supplies:
+//   static constexpr bool kAllowHalf;                  // float16/bfloat16 accepted
+//   template <class F> static void dispatch(at::ScalarType, const char* op, F f);
+//       // calls f(static_cast<T*>(nullptr)) for the storage type T of the dtype
+//   template <class T> static void <kernel>(const <Op>Params<T>&);   // see cpu/kernels.h
+//   static void before_launch(const at::Tensor& like);  // e.g. device guard; may be a no-op
+#pragma once
+#include <ATen/ATen.h>
+
+#include <array>
+#include <tuple>
+#include <vector>
+
+#include "prepare.h"
+
+namespace dgm_ext::frontend {
+
+using at::Tensor;
+
+// Gradient buffer of the full broadcast shape when requested, else an empty tensor.
+inline Tensor grad_buffer(bool needed, at::IntArrayRef shape, const Tensor& like) {
+  return needed ? at::empty(shape, like.options()) : at::empty({0}, like.options());
+}
+
+inline Tensor row_vector(const Tensor& grad, const RowPrep& prep, const char* op) {
+  TORCH_CHECK_VALUE(grad.sizes().vec() == prep.batch_shape, "dgm_ext.", op,
+                    ": 'grad' must have the batch shape ", shape_str(prep.batch_shape),
+                    ", got ", shape_str(grad.sizes()));
+  return grad.contiguous();
+}
+
+template <class B>
+void checks_floating(const char* op, const std::vector<NamedTensor>& args) {
+  check_floating(args[0], op, B::kAllowHalf);
+  for (size_t i = 1; i < args.size(); ++i) check_like(args[i], args[0], op);
+}
+
+// ---------------------------------------------------------------- Bernoulli
+template <class B>
+Tensor bernoulli_log_prob(const Tensor& logits, const Tensor& x) {
+  const char* op = "bernoulli_log_prob";
+  const std::vector<NamedTensor> args{{"logits", logits}, {"x", x}};
+  checks_floating<B>(op, args);
+  TORCH_CHECK_VALUE(logits.dim() >= 1, "dgm_ext.", op,
+                    ": 'logits' must have at least 1 dimension (*B, D), got a scalar");
+  RowPrep prep = prepare_rows(op, args, 1);
+  Tensor out = at::zeros(prep.batch_shape, logits.options());
+  if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
+  B::before_launch(logits);
+  B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    BernoulliParams<T> p;
+    p.layout = prep.layout;
+    p.logits = cptr<T>(prep.inputs[0]);
+    p.x = cptr<T>(prep.inputs[1]);
+    p.out = out.mutable_data_ptr<T>();
+    B::bernoulli_fwd(p);
+  });
+  return out;
+}
+
+template <class B>
+std::tuple<Tensor, Tensor> bernoulli_log_prob_backward(const Tensor& grad, const Tensor& logits,
+                                                       const Tensor& x,
+                                                       std::array<bool, 2> needs) {
+  const char* op = "bernoulli_log_prob_backward";
+  const std::vector<NamedTensor> args{{"logits", logits}, {"x", x}, {"grad", grad}};
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, {args[0], args[1]}, 1);
+  Tensor g = row_vector(grad, prep, op);
+  Tensor gl = grad_buffer(needs[0], prep.full_shape, logits);
+  Tensor gx = grad_buffer(needs[1], prep.full_shape, logits);
+  if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1])) return {gl, gx};
+  B::before_launch(logits);
+  B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    BernoulliParams<T> p;
+    p.layout = prep.layout;
+    p.logits = cptr<T>(prep.inputs[0]);
+    p.x = cptr<T>(prep.inputs[1]);
+    p.grad = cptr<T>(g);
+    p.grad_logits = opt_ptr<T>(gl);
+    p.grad_x = opt_ptr<T>(gx);
+    B::bernoulli_bwd(p);
+  });
+  return {gl, gx};
+}
+
+// ---------------------------------------------------------------- Gaussian
+template <class B>
+Tensor gaussian_log_prob(const Tensor& x, const Tensor& mean, const Tensor& logvar) {
+  const char* op = "gaussian_log_prob";
+  const std::vector<NamedTensor> args{{"x", x}, {"mean", mean}, {"logvar", logvar}};
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, args, 1);
+  Tensor out = at::zeros(prep.batch_shape, x.options());
+  if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
+  B::before_launch(x);
+  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    GaussianParams<T> p;
+    p.layout = prep.layout;
+    p.x = cptr<T>(prep.inputs[0]);
+    p.mean = cptr<T>(prep.inputs[1]);
+    p.logvar = cptr<T>(prep.inputs[2]);
+    p.out = out.mutable_data_ptr<T>();
+    B::gaussian_fwd(p);
+  });
+  return out;
+}
+
+template <class B>
+std::tuple<Tensor, Tensor, Tensor> gaussian_log_prob_backward(const Tensor& grad, const Tensor& x,
+                                                              const Tensor& mean,
+                                                              const Tensor& logvar,
+                                                              std::array<bool, 3> needs) {
+  const char* op = "gaussian_log_prob_backward";
+  const std::vector<NamedTensor> args{
+      {"x", x}, {"mean", mean}, {"logvar", logvar}, {"grad", grad}};
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, {args[0], args[1], args[2]}, 1);
+  Tensor g = row_vector(grad, prep, op);
+  Tensor gx = grad_buffer(needs[0], prep.full_shape, x);
+  Tensor gm = grad_buffer(needs[1], prep.full_shape, x);
+  Tensor glv = grad_buffer(needs[2], prep.full_shape, x);
+  if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
+    return {gx, gm, glv};
+  B::before_launch(x);
+  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    GaussianParams<T> p;
+    p.layout = prep.layout;
+    p.x = cptr<T>(prep.inputs[0]);
+    p.mean = cptr<T>(prep.inputs[1]);
+    p.logvar = cptr<T>(prep.inputs[2]);
+    p.grad = cptr<T>(g);
+    p.grad_x = opt_ptr<T>(gx);
+    p.grad_mean = opt_ptr<T>(gm);
+    p.grad_logvar = opt_ptr<T>(glv);
+    B::gaussian_bwd(p);
+  });
+  return {gx, gm, glv};
+}
+
+// ---------------------------------------------------------------- Beta
+inline void check_eps(double eps, const char* op) {
+  TORCH_CHECK_VALUE(eps >= 0.0 && eps < 0.5, "dgm_ext.", op, ": 'eps' must be in [0, 0.5), got ",
+                    eps);
+}
+
+template <class B>
+Tensor beta_log_prob(const Tensor& x, const Tensor& alpha, const Tensor& beta, double eps) {
+  const char* op = "beta_log_prob";
+  const std::vector<NamedTensor> args{{"x", x}, {"alpha", alpha}, {"beta", beta}};
+  checks_floating<B>(op, args);
+  check_eps(eps, op);
+  RowPrep prep = prepare_rows(op, args, 1);
+  Tensor out = at::zeros(prep.batch_shape, x.options());
+  if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
+  B::before_launch(x);
+  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    BetaParams<T> p;
+    p.layout = prep.layout;
+    p.x = cptr<T>(prep.inputs[0]);
+    p.alpha = cptr<T>(prep.inputs[1]);
+    p.beta = cptr<T>(prep.inputs[2]);
+    p.eps = eps;
+    p.out = out.mutable_data_ptr<T>();
+    B::beta_fwd(p);
+  });
+  return out;
+}
+
+template <class B>
+std::tuple<Tensor, Tensor, Tensor> beta_log_prob_backward(const Tensor& grad, const Tensor& x,
+                                                          const Tensor& alpha, const Tensor& beta,
+                                                          double eps, std::array<bool, 3> needs) {
+  const char* op = "beta_log_prob_backward";
+  const std::vector<NamedTensor> args{{"x", x}, {"alpha", alpha}, {"beta", beta}, {"grad", grad}};
+  checks_floating<B>(op, args);
+  check_eps(eps, op);
+  RowPrep prep = prepare_rows(op, {args[0], args[1], args[2]}, 1);
+  Tensor g = row_vector(grad, prep, op);
+  Tensor gx = grad_buffer(needs[0], prep.full_shape, x);
+  Tensor ga = grad_buffer(needs[1], prep.full_shape, x);
+  Tensor gb = grad_buffer(needs[2], prep.full_shape, x);
+  if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
+    return {gx, ga, gb};
+  B::before_launch(x);
+  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    BetaParams<T> p;
+    p.layout = prep.layout;
+    p.x = cptr<T>(prep.inputs[0]);
+    p.alpha = cptr<T>(prep.inputs[1]);
+    p.beta = cptr<T>(prep.inputs[2]);
+    p.eps = eps;
+    p.grad = cptr<T>(g);
+    p.grad_x = opt_ptr<T>(gx);
+    p.grad_alpha = opt_ptr<T>(ga);
+    p.grad_beta = opt_ptr<T>(gb);
+    B::beta_bwd(p);
+  });
+  return {gx, ga, gb};
+}
+
+// ---------------------------------------------------------------- Categorical
+// Validates class indices against [0, K): one reduction, needed so that no kernel ever reads
+// outside a row of logits.
+inline void check_class_indices(const Tensor& x, int64_t K, const char* op) {
+  if (x.numel() == 0) return;
+  auto [mn, mx] = at::aminmax(x);
+  const int64_t lo = mn.item<int64_t>(), hi = mx.item<int64_t>();
+  TORCH_CHECK_VALUE(lo >= 0 && hi < K, "dgm_ext.", op,
+                    ": argument 'x' holds class indices in [", lo, ", ", hi,
+                    "] but 'logits' has K = ", K, " classes; indices must lie in [0, ", K, ")");
+}
+
+struct CategoricalPrep {
+  RowPrep rows;
+  Tensor logits;  // classes contiguous
+  int64_t K;
+};
+
+template <class B>
+CategoricalPrep categorical_prepare(const Tensor& logits, const Tensor& x, const char* op) {
+  check_floating({"logits", logits}, op, B::kAllowHalf);
+  check_device({"x", x}, {"logits", logits}, op);
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kLong, "dgm_ext.", op,
+                   ": argument 'x' must be an int64 tensor of class indices, got ",
+                   x.scalar_type());
+  TORCH_CHECK_VALUE(logits.dim() >= 2, "dgm_ext.", op,
+                    ": 'logits' must have shape (*B, D, K), got ", shape_str(logits.sizes()));
+  TORCH_CHECK_VALUE(x.dim() >= 1, "dgm_ext.", op, ": 'x' must have shape (*B, D), got a scalar");
+  const int64_t K = logits.size(-1);
+  TORCH_CHECK_VALUE(K >= 1, "dgm_ext.", op, ": 'logits' must have at least one class (K >= 1)");
+  // Rows over (*B), columns over D; each column's K class logits are contiguous.
+  Tensor l = logits.stride(-1) == 1 ? logits : logits.contiguous();
+  Tensor l0 = l.select(-1, 0);
+  const std::vector<int64_t> full = broadcast_named(op, {{"logits", l0}, {"x", x}});
+  const int64_t nd = static_cast<int64_t>(full.size());
+  std::vector<int64_t> full_k = full;
+  full_k.push_back(K);
+  Tensor lk = left_pad(l, nd + 1).expand(full_k);
+  Tensor xe = left_pad(x, nd).expand(full);
+  int64_t batch_dims = 0;
+  for (int64_t d = 0; d + 1 < nd; ++d) batch_dims += full[d] > 1;
+  if (batch_dims > kMaxRowDims) {  // flatten the batch: copies, but never happens in practice
+    lk = lk.contiguous();
+    xe = xe.contiguous();
+  }
+  RowPrep prep;
+  prep.full_shape = full;
+  prep.batch_shape.assign(full.begin(), full.end() - 1);
+  prep.layout.cols = full.back();
+  prep.layout.rows = 1;
+  for (int64_t d = 0; d + 1 < nd; ++d) prep.layout.rows *= full[d];
+  std::vector<Tensor> expanded{lk.select(-1, 0), xe};
+  prep.layout.col_stride[0] = expanded[0].stride(-1);
+  prep.layout.col_stride[1] = expanded[1].stride(-1);
+  if (prep.layout.rows > 0 && prep.layout.cols > 0) fill_row_index(prep.layout, expanded, 1);
+  prep.inputs = expanded;
+  check_class_indices(x, K, op);
+  return {std::move(prep), l, K};
+}
+
+template <class B>
+std::tuple<Tensor, Tensor> categorical_log_prob(const Tensor& logits, const Tensor& x) {
+  const char* op = "categorical_log_prob";
+  CategoricalPrep c = categorical_prepare<B>(logits, x, op);
+  Tensor out = at::zeros(c.rows.batch_shape, logits.options());
+  Tensor lse = at::empty(c.rows.full_shape, logits.options());
+  if (c.rows.layout.rows == 0 || c.rows.layout.cols == 0) return {out, lse};
+  B::before_launch(logits);
+  B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    CategoricalParams<T> p;
+    p.layout = c.rows.layout;
+    p.num_classes = c.K;
+    p.logits = cptr<T>(c.rows.inputs[0]);
+    p.x = cptr<int64_t>(c.rows.inputs[1]);
+    p.out = out.mutable_data_ptr<T>();
+    p.lse = lse.mutable_data_ptr<T>();
+    B::categorical_fwd(p);
+  });
+  return {out, lse};
+}
+
+template <class B>
+Tensor categorical_log_prob_backward(const Tensor& grad, const Tensor& logits, const Tensor& x,
+                                     const Tensor& lse) {
+  const char* op = "categorical_log_prob_backward";
+  CategoricalPrep c = categorical_prepare<B>(logits, x, op);
+  check_like({"grad", grad}, {"logits", logits}, op);
+  check_like({"lse", lse}, {"logits", logits}, op);
+  Tensor g = row_vector(grad, c.rows, op);
+  TORCH_CHECK_VALUE(lse.sizes().vec() == c.rows.full_shape, "dgm_ext.", op,
+                    ": 'lse' must have shape ", shape_str(c.rows.full_shape));
+  Tensor lse_c = lse.contiguous();
+  std::vector<int64_t> shape = c.rows.full_shape;
+  shape.push_back(c.K);
+  Tensor gl = at::empty(shape, logits.options());
+  if (c.rows.layout.rows == 0 || c.rows.layout.cols == 0) return gl;
+  B::before_launch(logits);
+  B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    CategoricalParams<T> p;
+    p.layout = c.rows.layout;
+    p.num_classes = c.K;
+    p.logits = cptr<T>(c.rows.inputs[0]);
+    p.x = cptr<int64_t>(c.rows.inputs[1]);
+    p.grad = cptr<T>(g);
+    p.lse_in = cptr<T>(lse_c);
+    p.grad_logits = gl.mutable_data_ptr<T>();
+    B::categorical_bwd(p);
+  });
+  return gl;
+}
+
+// ---------------------------------------------------------------- KL divergences
+template <class B>
+Tensor kl_normal_std(const Tensor& mu, const Tensor& logvar) {
+  const char* op = "kl_normal_std";
+  const std::vector<NamedTensor> args{{"mu", mu}, {"logvar", logvar}};
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, args, 1);
+  Tensor out = at::zeros(prep.batch_shape, mu.options());
+  if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
+  B::before_launch(mu);
+  B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    KlStdParams<T> p;
+    p.layout = prep.layout;
+    p.mu = cptr<T>(prep.inputs[0]);
+    p.logvar = cptr<T>(prep.inputs[1]);
+    p.out = out.mutable_data_ptr<T>();
+    B::kl_std_fwd(p);
+  });
+  return out;
+}
+
+template <class B>
+std::tuple<Tensor, Tensor> kl_normal_std_backward(const Tensor& grad, const Tensor& mu,
+                                                  const Tensor& logvar,
+                                                  std::array<bool, 2> needs) {
+  const char* op = "kl_normal_std_backward";
+  const std::vector<NamedTensor> args{{"mu", mu}, {"logvar", logvar}, {"grad", grad}};
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, {args[0], args[1]}, 1);
+  Tensor g = row_vector(grad, prep, op);
+  Tensor gm = grad_buffer(needs[0], prep.full_shape, mu);
+  Tensor glv = grad_buffer(needs[1], prep.full_shape, mu);
+  if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1])) return {gm, glv};
+  B::before_launch(mu);
+  B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    KlStdParams<T> p;
+    p.layout = prep.layout;
+    p.mu = cptr<T>(prep.inputs[0]);
+    p.logvar = cptr<T>(prep.inputs[1]);
+    p.grad = cptr<T>(g);
+    p.grad_mu = opt_ptr<T>(gm);
+    p.grad_logvar = opt_ptr<T>(glv);
+    B::kl_std_bwd(p);
+  });
+  return {gm, glv};
+}
+
+template <class B>
+Tensor kl_normal(const Tensor& mu_q, const Tensor& logvar_q, const Tensor& mu_p,
+                 const Tensor& logvar_p) {
+  const char* op = "kl_normal";
+  const std::vector<NamedTensor> args{
+      {"mu_q", mu_q}, {"logvar_q", logvar_q}, {"mu_p", mu_p}, {"logvar_p", logvar_p}};
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, args, 1);
+  Tensor out = at::zeros(prep.batch_shape, mu_q.options());
+  if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
+  B::before_launch(mu_q);
+  B::dispatch(mu_q.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    KlNormalParams<T> p;
+    p.layout = prep.layout;
+    p.mu_q = cptr<T>(prep.inputs[0]);
+    p.logvar_q = cptr<T>(prep.inputs[1]);
+    p.mu_p = cptr<T>(prep.inputs[2]);
+    p.logvar_p = cptr<T>(prep.inputs[3]);
+    p.out = out.mutable_data_ptr<T>();
+    B::kl_normal_fwd(p);
+  });
+  return out;
+}
+
+template <class B>
+std::tuple<Tensor, Tensor, Tensor, Tensor> kl_normal_backward(
+    const Tensor& grad, const Tensor& mu_q, const Tensor& logvar_q, const Tensor& mu_p,
+    const Tensor& logvar_p, std::array<bool, 4> needs) {
+  const char* op = "kl_normal_backward";
+  const std::vector<NamedTensor> args{{"mu_q", mu_q},
+                                      {"logvar_q", logvar_q},
+                                      {"mu_p", mu_p},
+                                      {"logvar_p", logvar_p},
+                                      {"grad", grad}};
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, {args[0], args[1], args[2], args[3]}, 1);
+  Tensor g = row_vector(grad, prep, op);
+  std::array<Tensor, 4> gs;
+  for (int i = 0; i < 4; ++i) gs[i] = grad_buffer(needs[i], prep.full_shape, mu_q);
+  if (prep.layout.rows == 0 || prep.layout.cols == 0 ||
+      !(needs[0] || needs[1] || needs[2] || needs[3]))
+    return {gs[0], gs[1], gs[2], gs[3]};
+  B::before_launch(mu_q);
+  B::dispatch(mu_q.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    KlNormalParams<T> p;
+    p.layout = prep.layout;
+    p.mu_q = cptr<T>(prep.inputs[0]);
+    p.logvar_q = cptr<T>(prep.inputs[1]);
+    p.mu_p = cptr<T>(prep.inputs[2]);
+    p.logvar_p = cptr<T>(prep.inputs[3]);
+    p.grad = cptr<T>(g);
+    p.grad_mu_q = opt_ptr<T>(gs[0]);
+    p.grad_logvar_q = opt_ptr<T>(gs[1]);
+    p.grad_mu_p = opt_ptr<T>(gs[2]);
+    p.grad_logvar_p = opt_ptr<T>(gs[3]);
+    B::kl_normal_bwd(p);
+  });
+  return {gs[0], gs[1], gs[2], gs[3]};
+}
+
+// ---------------------------------------------------------------- reparameterisation
+template <class B>
+Tensor reparameterize(const Tensor& mu, const Tensor& logvar, const Tensor& eps) {
+  const char* op = "reparameterize";
+  const std::vector<NamedTensor> args{{"mu", mu}, {"logvar", logvar}, {"eps", eps}};
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, args, 1);
+  Tensor z = at::empty(prep.full_shape, mu.options());
+  if (prep.layout.rows == 0 || prep.layout.cols == 0) return z;
+  B::before_launch(mu);
+  B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    ReparamParams<T> p;
+    p.layout = prep.layout;
+    p.mu = cptr<T>(prep.inputs[0]);
+    p.logvar = cptr<T>(prep.inputs[1]);
+    p.eps = cptr<T>(prep.inputs[2]);
+    p.z = z.mutable_data_ptr<T>();
+    B::reparam_fwd(p);
+  });
+  return z;
+}
+
+template <class B>
+std::tuple<Tensor, Tensor, Tensor> reparameterize_backward(const Tensor& grad, const Tensor& mu,
+                                                           const Tensor& logvar,
+                                                           const Tensor& eps,
+                                                           std::array<bool, 3> needs) {
+  const char* op = "reparameterize_backward";
+  const std::vector<NamedTensor> args{{"mu", mu}, {"logvar", logvar}, {"eps", eps}, {"grad", grad}};
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, args, 1);
+  TORCH_CHECK_VALUE(grad.sizes().vec() == prep.full_shape, "dgm_ext.", op,
+                    ": 'grad' must have the broadcast shape ", shape_str(prep.full_shape));
+  std::array<Tensor, 3> gs;
+  for (int i = 0; i < 3; ++i) gs[i] = grad_buffer(needs[i], prep.full_shape, mu);
+  if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
+    return {gs[0], gs[1], gs[2]};
+  B::before_launch(mu);
+  B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    ReparamParams<T> p;
+    p.layout = prep.layout;
+    p.mu = cptr<T>(prep.inputs[0]);
+    p.logvar = cptr<T>(prep.inputs[1]);
+    p.eps = cptr<T>(prep.inputs[2]);
+    p.grad = cptr<T>(prep.inputs[3]);
+    p.grad_mu = opt_ptr<T>(gs[0]);
+    p.grad_logvar = opt_ptr<T>(gs[1]);
+    p.grad_eps = opt_ptr<T>(gs[2]);
+    B::reparam_bwd(p);
+  });
+  return {gs[0], gs[1], gs[2]};
+}
+
+// ---------------------------------------------------------------- affine coupling
+inline int64_t coupling_col_dims(const Tensor& x, const char* op) {
+  TORCH_CHECK_VALUE(x.dim() >= 2, "dgm_ext.", op, ": 'x' must have shape (N, ...) with at least",
+                    " 2 dimensions, got ", shape_str(x.sizes()));
+  return x.dim() - 1;
+}
+
+inline void check_coupling_shapes(const RowPrep& prep, const Tensor& x, const char* op) {
+  TORCH_CHECK_VALUE(prep.full_shape == x.sizes().vec(), "dgm_ext.", op,
+                    ": 's', 't' and 'mask' must broadcast to the shape of 'x' ",
+                    shape_str(x.sizes()), ", but together they broadcast to ",
+                    shape_str(prep.full_shape));
+}
+
+template <class B>
+std::tuple<Tensor, Tensor> affine_coupling(const Tensor& x, const Tensor& s, const Tensor& t,
+                                           const Tensor& mask, bool reverse) {
+  const char* op = "affine_coupling";
+  const std::vector<NamedTensor> args{{"x", x}, {"s", s}, {"t", t}, {"mask", mask}};
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, args, coupling_col_dims(x, op));
+  check_coupling_shapes(prep, x, op);
+  Tensor y = at::empty(prep.full_shape, x.options());
+  Tensor logdet = at::zeros(prep.batch_shape, x.options());
+  if (prep.layout.rows == 0 || prep.layout.cols == 0) return {y, logdet};
+  B::before_launch(x);
+  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    CouplingParams<T> p;
+    p.layout = prep.layout;
+    p.reverse = reverse;
+    p.x = cptr<T>(prep.inputs[0]);
+    p.s = cptr<T>(prep.inputs[1]);
+    p.t = cptr<T>(prep.inputs[2]);
+    p.mask = cptr<T>(prep.inputs[3]);
+    p.y = y.mutable_data_ptr<T>();
+    p.logdet = logdet.mutable_data_ptr<T>();
+    B::coupling_fwd(p);
+  });
+  return {y, logdet};
+}
+
+template <class B>
+std::tuple<Tensor, Tensor, Tensor> affine_coupling_backward(
+    const Tensor& grad_y, const Tensor& grad_logdet, const Tensor& x, const Tensor& s,
+    const Tensor& t, const Tensor& mask, bool reverse, std::array<bool, 3> needs) {
+  const char* op = "affine_coupling_backward";
+  const std::vector<NamedTensor> args{{"x", x},       {"s", s},           {"t", t},
+                                      {"mask", mask}, {"grad_y", grad_y}, {"grad_logdet", grad_logdet}};
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, {args[0], args[1], args[2], args[3], args[4]},
+                              coupling_col_dims(x, op));
+  check_coupling_shapes(prep, x, op);
+  Tensor gld = row_vector(grad_logdet, prep, op);
+  std::array<Tensor, 3> gs;
+  for (int i = 0; i < 3; ++i) gs[i] = grad_buffer(needs[i], prep.full_shape, x);
+  if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
+    return {gs[0], gs[1], gs[2]};
+  B::before_launch(x);
+  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    CouplingParams<T> p;
+    p.layout = prep.layout;
+    p.reverse = reverse;
+    p.x = cptr<T>(prep.inputs[0]);
+    p.s = cptr<T>(prep.inputs[1]);
+    p.t = cptr<T>(prep.inputs[2]);
+    p.mask = cptr<T>(prep.inputs[3]);
+    p.grad_y = cptr<T>(prep.inputs[4]);
+    p.grad_logdet = cptr<T>(gld);
+    p.grad_x = opt_ptr<T>(gs[0]);
+    p.grad_s = opt_ptr<T>(gs[1]);
+    p.grad_t = opt_ptr<T>(gs[2]);
+    B::coupling_bwd(p);
+  });
+  return {gs[0], gs[1], gs[2]};
+}
+
+// ---------------------------------------------------------------- planar flow
+inline void check_planar_shapes(const Tensor& z, const Tensor& u, const Tensor& w,
+                                const Tensor& b, const char* op) {
+  TORCH_CHECK_VALUE(z.dim() == 2, "dgm_ext.", op, ": 'z' must have shape (N, d), got ",
+                    shape_str(z.sizes()));
+  TORCH_CHECK_VALUE(u.dim() == 2 && u.size(1) == z.size(1), "dgm_ext.", op,
+                    ": 'u' must have shape (K, d) with d = ", z.size(1), ", got ",
+                    shape_str(u.sizes()));
+  TORCH_CHECK_VALUE(w.sizes() == u.sizes(), "dgm_ext.", op, ": 'w' must have the shape of 'u' ",
+                    shape_str(u.sizes()), ", got ", shape_str(w.sizes()));
+  TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == u.size(0), "dgm_ext.", op,
+                    ": 'b' must have shape (K,) with K = ", u.size(0), ", got ",
+                    shape_str(b.sizes()));
+}
+
+template <class B>
+std::tuple<Tensor, Tensor, Tensor> planar_flow(const Tensor& z, const Tensor& u, const Tensor& w,
+                                               const Tensor& b) {
+  const char* op = "planar_flow";
+  checks_floating<B>(op, {{"z", z}, {"u", u}, {"w", w}, {"b", b}});
+  check_planar_shapes(z, u, w, b, op);
+  const Tensor zc = z.contiguous(), uc = u.contiguous(), wc = w.contiguous(), bc = b.contiguous();
+  const int64_t n = z.size(0), d = z.size(1), K = u.size(0);
+  Tensor z_out = at::empty({n, d}, z.options());
+  Tensor logdet = at::zeros({n}, z.options());
+  Tensor preact = at::empty({n, K}, z.options());
+  if (n == 0) return {z_out, logdet, preact};
+  if (K == 0 || d == 0) {
+    z_out.copy_(z);
+    return {z_out, logdet, preact};
+  }
+  B::before_launch(z);
+  B::dispatch(z.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    PlanarParams<T> p;
+    p.n = n;
+    p.d = d;
+    p.k = K;
+    p.z = cptr<T>(zc);
+    p.u = cptr<T>(uc);
+    p.w = cptr<T>(wc);
+    p.b = cptr<T>(bc);
+    p.z_out = z_out.mutable_data_ptr<T>();
+    p.logdet = logdet.mutable_data_ptr<T>();
+    p.preact = preact.mutable_data_ptr<T>();
+    B::planar_fwd(p);
+  });
+  return {z_out, logdet, preact};
+}
+
+template <class B>
+std::tuple<Tensor, Tensor, Tensor, Tensor> planar_flow_backward(
+    const Tensor& grad_z, const Tensor& grad_logdet, const Tensor& z_out, const Tensor& preact,
+    const Tensor& u, const Tensor& w, const Tensor& b) {
+  const char* op = "planar_flow_backward";
+  checks_floating<B>(op, {{"z_out", z_out}, {"grad_z", grad_z}, {"grad_logdet", grad_logdet},
+                          {"preact", preact}, {"u", u}, {"w", w}, {"b", b}});
+  check_planar_shapes(z_out, u, w, b, op);
+  const int64_t n = z_out.size(0), d = z_out.size(1), K = u.size(0);
+  TORCH_CHECK_VALUE(grad_z.sizes() == z_out.sizes(), "dgm_ext.", op,
+                    ": 'grad_z' must have shape ", shape_str(z_out.sizes()));
+  TORCH_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == n, "dgm_ext.", op,
+                    ": 'grad_logdet' must have shape (", n, ",)");
+  TORCH_CHECK_VALUE(preact.dim() == 2 && preact.size(0) == n && preact.size(1) == K, "dgm_ext.",
+                    op, ": 'preact' must have shape (", n, ", ", K, ")");
+  Tensor gz = at::empty({n, d}, z_out.options());
+  Tensor gu = at::zeros({K, d}, z_out.options());
+  Tensor gw = at::zeros({K, d}, z_out.options());
+  Tensor gb = at::zeros({K}, z_out.options());
+  if (n == 0) return {gz, gu, gw, gb};
+  if (K == 0 || d == 0) {
+    gz.copy_(grad_z);
+    return {gz, gu, gw, gb};
+  }
+  const Tensor gzc = grad_z.contiguous(), gldc = grad_logdet.contiguous(),
+               zoc = z_out.contiguous(), pc = preact.contiguous(), uc = u.contiguous(),
+               wc = w.contiguous(), bc = b.contiguous();
+  B::before_launch(z_out);
+  B::dispatch(z_out.scalar_type(), op, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    PlanarParams<T> p;
+    p.n = n;
+    p.d = d;
+    p.k = K;
+    p.u = cptr<T>(uc);
+    p.w = cptr<T>(wc);
+    p.b = cptr<T>(bc);
+    p.grad_z = cptr<T>(gzc);
+    p.grad_logdet = cptr<T>(gldc);
+    p.z_final = cptr<T>(zoc);
+    p.preact_in = cptr<T>(pc);
+    p.grad_z_in = gz.mutable_data_ptr<T>();
+    p.grad_u = gu.mutable_data_ptr<T>();
+    p.grad_w = gw.mutable_data_ptr<T>();
+    p.grad_b = gb.mutable_data_ptr<T>();
+    B::planar_bwd(p);
+  });
+  return {gz, gu, gw, gb};
+}
+
+}  // namespace dgm_ext::frontend

@@ -1,0 +1,32 @@
+// SIMD primitives for the formulas of include/dgm_ext/math.h.
+// They live in at::vec's (per-ISA, inline) namespace so that argument-dependent lookup finds
+// them when a formula template is instantiated with at::vec::Vectorized<T>.
+#pragma once
+#include <ATen/cpu/vec/vec.h>
+
+namespace at::vec {
+inline namespace CPU_CAPABILITY {
+
+template <typename T>
+inline Vectorized<T> exp_(const Vectorized<T>& x) { return x.exp(); }
+template <typename T>
+inline Vectorized<T> log_(const Vectorized<T>& x) { return x.log(); }
+template <typename T>
+inline Vectorized<T> log1p_(const Vectorized<T>& x) { return x.log1p(); }
+template <typename T>
+inline Vectorized<T> tanh_(const Vectorized<T>& x) { return x.tanh(); }
+template <typename T>
+inline Vectorized<T> abs_(const Vectorized<T>& x) { return x.abs(); }
+template <typename T>
+inline Vectorized<T> max_(const Vectorized<T>& a, const Vectorized<T>& b) { return maximum(a, b); }
+template <typename T>
+inline Vectorized<T> min_(const Vectorized<T>& a, const Vectorized<T>& b) { return minimum(a, b); }
+// mask lanes are all-ones (true) or zero, as produced by Vectorized's comparison operators.
+template <typename T>
+inline Vectorized<T> where_(const Vectorized<T>& mask, const Vectorized<T>& a,
+                            const Vectorized<T>& b) {
+  return Vectorized<T>::blendv(b, a, mask);
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace at::vec

@@ -1,0 +1,94 @@
+// All dgm_ext operator schemas, in one place, plus the Python module dgm_ext._C, which
+// reports build information. Kernels are registered per backend in cpu/bindings_cpu.cpp and
+// cuda/bindings_cuda.cpp; fake kernels and autograd are registered from Python
+// (dgm_ext/ops/_registration.py).
+#include <ATen/Parallel.h>
+#include <Python.h>
+#include <pybind11/pybind11.h>
+#include <torch/library.h>
+#include <torch/version.h>
+
+#include "cpu/kernels.h"
+
+// `needs` masks say which input gradients to compute; unrequested ones come back empty.
+TORCH_LIBRARY(dgm_ext, m) {
+  m.def("bernoulli_log_prob(Tensor logits, Tensor x) -> Tensor");
+  m.def(
+      "bernoulli_log_prob_backward(Tensor grad, Tensor logits, Tensor x, bool[2] needs)"
+      " -> (Tensor, Tensor)");
+  m.def("gaussian_log_prob(Tensor x, Tensor mean, Tensor logvar) -> Tensor");
+  m.def(
+      "gaussian_log_prob_backward(Tensor grad, Tensor x, Tensor mean, Tensor logvar,"
+      " bool[3] needs) -> (Tensor, Tensor, Tensor)");
+  m.def("beta_log_prob(Tensor x, Tensor alpha, Tensor beta, float eps) -> Tensor");
+  m.def(
+      "beta_log_prob_backward(Tensor grad, Tensor x, Tensor alpha, Tensor beta, float eps,"
+      " bool[3] needs) -> (Tensor, Tensor, Tensor)");
+  // Returns (log_prob, logsumexp over classes); the second is saved for the backward.
+  m.def("categorical_log_prob(Tensor logits, Tensor x) -> (Tensor, Tensor)");
+  m.def(
+      "categorical_log_prob_backward(Tensor grad, Tensor logits, Tensor x, Tensor lse)"
+      " -> Tensor");
+  m.def("kl_normal_std(Tensor mu, Tensor logvar) -> Tensor");
+  m.def(
+      "kl_normal_std_backward(Tensor grad, Tensor mu, Tensor logvar, bool[2] needs)"
+      " -> (Tensor, Tensor)");
+  m.def("kl_normal(Tensor mu_q, Tensor logvar_q, Tensor mu_p, Tensor logvar_p) -> Tensor");
+  m.def(
+      "kl_normal_backward(Tensor grad, Tensor mu_q, Tensor logvar_q, Tensor mu_p,"
+      " Tensor logvar_p, bool[4] needs) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("reparameterize(Tensor mu, Tensor logvar, Tensor eps) -> Tensor");
+  m.def(
+      "reparameterize_backward(Tensor grad, Tensor mu, Tensor logvar, Tensor eps,"
+      " bool[3] needs) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "affine_coupling(Tensor x, Tensor s, Tensor t, Tensor mask, bool reverse)"
+      " -> (Tensor, Tensor)");
+  m.def(
+      "affine_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor s,"
+      " Tensor t, Tensor mask, bool reverse, bool[3] needs) -> (Tensor, Tensor, Tensor)");
+  // Returns (z_K, logdet, pre-activations (N, K)); the last is saved for the backward.
+  m.def("planar_flow(Tensor z, Tensor u, Tensor w, Tensor b) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "planar_flow_backward(Tensor grad_z, Tensor grad_logdet, Tensor z_out, Tensor preact,"
+      " Tensor u, Tensor w, Tensor b) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+namespace py = pybind11;
+
+#ifndef DGM_EXT_CUDA_ARCHS
+#define DGM_EXT_CUDA_ARCHS ""
+#endif
+
+static py::dict build_info() {
+  py::dict info;
+  info["torch_version"] = TORCH_VERSION;
+#ifdef DGM_EXT_WITH_CUDA
+  info["cuda"] = true;
+  info["cuda_archs"] = DGM_EXT_CUDA_ARCHS;
+#else
+  info["cuda"] = false;
+  info["cuda_archs"] = "";
+#endif
+#ifdef _OPENMP
+  info["openmp"] = true;
+#else
+  info["openmp"] = false;
+#endif
+  info["cpu_isa_compiled"] =
+#ifdef DGM_EXT_HAVE_AVX2
+      "DEFAULT,AVX2";
+#else
+      "DEFAULT";
+#endif
+  info["cpu_isa"] = dgm_ext::cpu::kernels().isa;
+  info["num_threads"] = at::get_num_threads();
+  return info;
+}
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "dgm_ext compiled extension: registers the dgm_ext:: operators with the dispatcher.";
+  m.def("build_info", &build_info,
+        "Build information: torch version built against, CUDA on/off and architectures, "
+        "OpenMP, compiled and selected CPU instruction sets.");
+}

@@ -1,0 +1,22 @@
+"""dgm_ext: deep generative models on fused C++/CUDA PyTorch custom operators."""
+
+from __future__ import annotations
+
+import torch  # noqa: F401  (loads libtorch before the extension)
+
+from dgm_ext import _C, ops
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """Build information of the compiled extension.
+
+    Keys: ``torch_version`` (torch built against), ``cuda`` and ``cuda_archs``, ``openmp``,
+    ``cpu_isa_compiled`` and ``cpu_isa`` (the kernel set chosen for this processor),
+    ``parallel_backend``.
+    """
+    return dict(_C.build_info())
+
+
+__all__ = ["__version__", "build_info", "ops"]

@@ -1,0 +1,309 @@
+"""Fake (meta) kernels and autograd formulas of the dgm_ext:: operators.
+
+The C++ side (csrc/ops.cpp) holds the schemas and the CPU/CUDA kernels; this module teaches
+the dispatcher how to infer output shapes without data (torch.compile, FakeTensor) and how to
+differentiate each op through its fused backward op.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_ops = torch.ops.dgm_ext
+
+
+def _bshape(op: str, **tensors: Tensor) -> list[int]:
+    try:
+        return list(torch.broadcast_shapes(*(t.shape for t in tensors.values())))
+    except RuntimeError as err:
+        shapes = ", ".join(f"'{n}' {tuple(t.shape)}" for n, t in tensors.items())
+        raise ValueError(f"dgm_ext.{op}: arguments do not broadcast: {shapes}") from err
+
+
+def _check_float(op: str, ref_name: str, **tensors: Tensor) -> None:
+    ref = tensors[ref_name]
+    if ref.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise TypeError(
+            f"dgm_ext.{op}: argument '{ref_name}' must be a floating tensor, got {ref.dtype}"
+        )
+    for name, t in tensors.items():
+        if t.dtype != ref.dtype:
+            raise TypeError(
+                f"dgm_ext.{op}: argument '{name}' must have the same dtype as '{ref_name}' "
+                f"({ref.dtype}), got {t.dtype}"
+            )
+        if t.device != ref.device:
+            raise ValueError(
+                f"dgm_ext.{op}: argument '{name}' is on {t.device} but '{ref_name}' is on "
+                f"{ref.device}"
+            )
+
+
+def _rows(op: str, ref: str, **tensors: Tensor) -> tuple[list[int], Tensor]:
+    _check_float(op, ref, **tensors)
+    full = _bshape(op, **tensors)
+    if len(full) < 1:
+        raise ValueError(f"dgm_ext.{op}: arguments must have at least 1 dimension")
+    return full, tensors[ref]
+
+
+def _grads(needs, full, like: Tensor) -> tuple[Tensor, ...]:
+    return tuple(like.new_empty(full if n else (0,)) for n in needs)
+
+
+def _reduce(grad: Tensor | None, inp: Tensor) -> Tensor | None:
+    """Sums a full-shape gradient down to a broadcast input's shape."""
+    if grad is None or (grad.numel() == 0 and inp.numel() != 0):
+        return None
+    return grad.sum_to_size(inp.shape) if grad.shape != inp.shape else grad
+
+
+# ------------------------------------------------------------------------------ fake kernels
+@torch.library.register_fake("dgm_ext::bernoulli_log_prob")
+def _(logits, x):
+    full, ref = _rows("bernoulli_log_prob", "logits", logits=logits, x=x)
+    return ref.new_empty(full[:-1])
+
+
+@torch.library.register_fake("dgm_ext::bernoulli_log_prob_backward")
+def _(grad, logits, x, needs):
+    full, ref = _rows("bernoulli_log_prob_backward", "logits", logits=logits, x=x)
+    return _grads(needs, full, ref)
+
+
+@torch.library.register_fake("dgm_ext::gaussian_log_prob")
+def _(x, mean, logvar):
+    full, ref = _rows("gaussian_log_prob", "x", x=x, mean=mean, logvar=logvar)
+    return ref.new_empty(full[:-1])
+
+
+@torch.library.register_fake("dgm_ext::gaussian_log_prob_backward")
+def _(grad, x, mean, logvar, needs):
+    full, ref = _rows("gaussian_log_prob_backward", "x", x=x, mean=mean, logvar=logvar)
+    return _grads(needs, full, ref)
+
+
+@torch.library.register_fake("dgm_ext::beta_log_prob")
+def _(x, alpha, beta, eps):
+    full, ref = _rows("beta_log_prob", "x", x=x, alpha=alpha, beta=beta)
+    return ref.new_empty(full[:-1])
+
+
+@torch.library.register_fake("dgm_ext::beta_log_prob_backward")
+def _(grad, x, alpha, beta, eps, needs):
+    full, ref = _rows("beta_log_prob_backward", "x", x=x, alpha=alpha, beta=beta)
+    return _grads(needs, full, ref)
+
+
+def _categorical_shape(op: str, logits: Tensor, x: Tensor) -> list[int]:
+    if x.dtype != torch.int64:
+        raise TypeError(f"dgm_ext.{op}: argument 'x' must be an int64 tensor, got {x.dtype}")
+    if logits.dim() < 2:
+        raise ValueError(f"dgm_ext.{op}: 'logits' must have shape (*B, D, K)")
+    _check_float(op, "logits", logits=logits)
+    return list(torch.broadcast_shapes(logits.shape[:-1], x.shape))
+
+
+@torch.library.register_fake("dgm_ext::categorical_log_prob")
+def _(logits, x):
+    full = _categorical_shape("categorical_log_prob", logits, x)
+    return logits.new_empty(full[:-1]), logits.new_empty(full)
+
+
+@torch.library.register_fake("dgm_ext::categorical_log_prob_backward")
+def _(grad, logits, x, lse):
+    full = _categorical_shape("categorical_log_prob_backward", logits, x)
+    return logits.new_empty([*full, logits.shape[-1]])
+
+
+@torch.library.register_fake("dgm_ext::kl_normal_std")
+def _(mu, logvar):
+    full, ref = _rows("kl_normal_std", "mu", mu=mu, logvar=logvar)
+    return ref.new_empty(full[:-1])
+
+
+@torch.library.register_fake("dgm_ext::kl_normal_std_backward")
+def _(grad, mu, logvar, needs):
+    full, ref = _rows("kl_normal_std_backward", "mu", mu=mu, logvar=logvar)
+    return _grads(needs, full, ref)
+
+
+@torch.library.register_fake("dgm_ext::kl_normal")
+def _(mu_q, logvar_q, mu_p, logvar_p):
+    full, ref = _rows(
+        "kl_normal", "mu_q", mu_q=mu_q, logvar_q=logvar_q, mu_p=mu_p, logvar_p=logvar_p
+    )
+    return ref.new_empty(full[:-1])
+
+
+@torch.library.register_fake("dgm_ext::kl_normal_backward")
+def _(grad, mu_q, logvar_q, mu_p, logvar_p, needs):
+    full, ref = _rows(
+        "kl_normal_backward", "mu_q", mu_q=mu_q, logvar_q=logvar_q, mu_p=mu_p, logvar_p=logvar_p
+    )
+    return _grads(needs, full, ref)
+
+
+@torch.library.register_fake("dgm_ext::reparameterize")
+def _(mu, logvar, eps):
+    full, ref = _rows("reparameterize", "mu", mu=mu, logvar=logvar, eps=eps)
+    return ref.new_empty(full)
+
+
+@torch.library.register_fake("dgm_ext::reparameterize_backward")
+def _(grad, mu, logvar, eps, needs):
+    full, ref = _rows("reparameterize_backward", "mu", mu=mu, logvar=logvar, eps=eps)
+    return _grads(needs, full, ref)
+
+
+@torch.library.register_fake("dgm_ext::affine_coupling")
+def _(x, s, t, mask, reverse):
+    _rows("affine_coupling", "x", x=x, s=s, t=t, mask=mask)
+    if x.dim() < 2:
+        raise ValueError("dgm_ext.affine_coupling: 'x' must have shape (N, ...)")
+    return x.new_empty(x.shape), x.new_empty(x.shape[:1])
+
+
+@torch.library.register_fake("dgm_ext::affine_coupling_backward")
+def _(grad_y, grad_logdet, x, s, t, mask, reverse, needs):
+    full, ref = _rows("affine_coupling_backward", "x", x=x, s=s, t=t, mask=mask)
+    return _grads(needs, full, ref)
+
+
+@torch.library.register_fake("dgm_ext::planar_flow")
+def _(z, u, w, b):
+    _check_float("planar_flow", "z", z=z, u=u, w=w, b=b)
+    n, k = z.shape[0], u.shape[0]
+    return z.new_empty(z.shape), z.new_empty((n,)), z.new_empty((n, k))
+
+
+@torch.library.register_fake("dgm_ext::planar_flow_backward")
+def _(grad_z, grad_logdet, z_out, preact, u, w, b):
+    return (
+        z_out.new_empty(z_out.shape),
+        u.new_empty(u.shape),
+        w.new_empty(w.shape),
+        b.new_empty(b.shape),
+    )
+
+
+# ------------------------------------------------------------------------------ autograd
+def _row_grad(grad: Tensor | None, out: Tensor) -> Tensor:
+    return torch.zeros_like(out) if grad is None else grad
+
+
+def _setup_save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*[i for i in inputs if isinstance(i, Tensor)])
+    ctx.needs = [
+        bool(ctx.needs_input_grad[i]) for i, a in enumerate(inputs) if isinstance(a, Tensor)
+    ]
+
+
+def _bernoulli_bwd(ctx, grad):
+    logits, x = ctx.saved_tensors
+    gl, gx = _ops.bernoulli_log_prob_backward(grad, logits, x, ctx.needs)
+    return _reduce(gl, logits), _reduce(gx, x)
+
+
+def _gaussian_bwd(ctx, grad):
+    x, mean, logvar = ctx.saved_tensors
+    gs = _ops.gaussian_log_prob_backward(grad, x, mean, logvar, ctx.needs)
+    return tuple(_reduce(g, i) for g, i in zip(gs, (x, mean, logvar), strict=True))
+
+
+def _beta_setup(ctx, inputs, output):
+    _setup_save_inputs(ctx, inputs, output)
+    ctx.eps = inputs[3]
+
+
+def _beta_bwd(ctx, grad):
+    x, alpha, beta = ctx.saved_tensors
+    gs = _ops.beta_log_prob_backward(grad, x, alpha, beta, ctx.eps, ctx.needs)
+    return (*(_reduce(g, i) for g, i in zip(gs, (x, alpha, beta), strict=True)), None)
+
+
+def _categorical_setup(ctx, inputs, output):
+    logits, x = inputs
+    ctx.save_for_backward(logits, x, output[1])
+
+
+def _categorical_bwd(ctx, grad, _grad_lse):
+    logits, x, lse = ctx.saved_tensors
+    if not ctx.needs_input_grad[0]:
+        return None, None
+    gl = _ops.categorical_log_prob_backward(grad, logits, x, lse)
+    return _reduce(gl, logits), None
+
+
+def _kl_std_bwd(ctx, grad):
+    mu, logvar = ctx.saved_tensors
+    gs = _ops.kl_normal_std_backward(grad, mu, logvar, ctx.needs)
+    return tuple(_reduce(g, i) for g, i in zip(gs, (mu, logvar), strict=True))
+
+
+def _kl_bwd(ctx, grad):
+    ins = ctx.saved_tensors
+    gs = _ops.kl_normal_backward(grad, *ins, ctx.needs)
+    return tuple(_reduce(g, i) for g, i in zip(gs, ins, strict=True))
+
+
+def _reparam_bwd(ctx, grad):
+    mu, logvar, eps = ctx.saved_tensors
+    gs = _ops.reparameterize_backward(grad, mu, logvar, eps, ctx.needs)
+    return tuple(_reduce(g, i) for g, i in zip(gs, (mu, logvar, eps), strict=True))
+
+
+def _coupling_setup(ctx, inputs, output):
+    x, s, t, mask, reverse = inputs
+    ctx.save_for_backward(x, s, t, mask)
+    ctx.reverse = reverse
+    ctx.needs = [bool(ctx.needs_input_grad[i]) for i in range(3)]
+
+
+def _coupling_bwd(ctx, grad_y, grad_logdet):
+    x, s, t, mask = ctx.saved_tensors
+    if grad_y is None:
+        grad_y = torch.zeros_like(x)
+    if grad_logdet is None:
+        grad_logdet = x.new_zeros(x.shape[:1])
+    gs = _ops.affine_coupling_backward(grad_y, grad_logdet, x, s, t, mask, ctx.reverse, ctx.needs)
+    return (*(_reduce(g, i) for g, i in zip(gs, (x, s, t), strict=True)), None, None)
+
+
+def _planar_setup(ctx, inputs, output):
+    _z, u, w, b = inputs
+    z_out, _logdet, preact = output
+    ctx.save_for_backward(z_out, preact, u, w, b)
+
+
+def _planar_bwd(ctx, grad_z, grad_logdet, _grad_preact):
+    z_out, preact, u, w, b = ctx.saved_tensors
+    if grad_z is None:
+        grad_z = torch.zeros_like(z_out)
+    if grad_logdet is None:
+        grad_logdet = z_out.new_zeros(z_out.shape[:1])
+    return _ops.planar_flow_backward(grad_z, grad_logdet, z_out, preact, u, w, b)
+
+
+torch.library.register_autograd(
+    "dgm_ext::bernoulli_log_prob", _bernoulli_bwd, setup_context=_setup_save_inputs
+)
+torch.library.register_autograd(
+    "dgm_ext::gaussian_log_prob", _gaussian_bwd, setup_context=_setup_save_inputs
+)
+torch.library.register_autograd("dgm_ext::beta_log_prob", _beta_bwd, setup_context=_beta_setup)
+torch.library.register_autograd(
+    "dgm_ext::categorical_log_prob", _categorical_bwd, setup_context=_categorical_setup
+)
+torch.library.register_autograd(
+    "dgm_ext::kl_normal_std", _kl_std_bwd, setup_context=_setup_save_inputs
+)
+torch.library.register_autograd("dgm_ext::kl_normal", _kl_bwd, setup_context=_setup_save_inputs)
+torch.library.register_autograd(
+    "dgm_ext::reparameterize", _reparam_bwd, setup_context=_setup_save_inputs
+)
+torch.library.register_autograd(
+    "dgm_ext::affine_coupling", _coupling_bwd, setup_context=_coupling_setup
+)
+torch.library.register_autograd("dgm_ext::planar_flow", _planar_bwd, setup_context=_planar_setup)
