@@ -104,6 +104,8 @@ class BernoulliLikelihood(Likelihood):
         x = images.flatten(1)
         if self.binarize == "threshold":
             return (_levels(x) >= 128).to(torch.float32)
+        if not x.is_floating_point():
+            return x.to(torch.float32) / 255.0
         return x.to(torch.float32)
 
     def log_prob(

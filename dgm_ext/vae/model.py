@@ -122,7 +122,9 @@ class VAE(nn.Module):
         return self.likelihood.prepare(images.to(self.device))
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(mu, logvar, h)`` of q(z_0|x) for images in [0, 1]."""
+        """``(mu, logvar, h)`` of q(z_0|x) for images in [0, 1] (or int64 levels 0..255)."""
+        if not images.is_floating_point():
+            images = images.to(torch.float32) / 255.0
         return self.encoder(images.to(self.device, torch.float32))
 
     def decode(self, z: Tensor) -> Tensor:

@@ -1,0 +1,91 @@
+"""Registry of the reproducible experiments of SPEC §3 (``dgm-ext reproduce NAME``).
+
+Each experiment lives in its own module exposing ``run(ctx: RunContext) -> dict``; the
+registry maps names to modules and imports them lazily, so GAN and flow experiments join
+by calling :func:`register` (or adding an entry to ``EXPERIMENTS``) without importing the
+VAE code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from dgm_ext.experiments.common import RunContext, run_experiment
+
+__all__ = [
+    "EXPERIMENTS",
+    "ExperimentSpec",
+    "RunContext",
+    "get_experiment",
+    "list_experiments",
+    "register",
+    "run_experiment",
+]
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A registered experiment: its name, the module holding ``run`` and a one-line summary."""
+
+    name: str
+    module: str
+    summary: str
+
+    def load(self):
+        """Import the module and return its ``run(ctx)`` function."""
+        return importlib.import_module(self.module).run
+
+
+EXPERIMENTS: dict[str, ExperimentSpec] = {}
+
+
+def register(name: str, module: str, summary: str) -> ExperimentSpec:
+    """Add an experiment to the registry (names must be unique)."""
+    if name in EXPERIMENTS and EXPERIMENTS[name].module != module:
+        raise ValueError(f"name: experiment {name!r} is already registered")
+    spec = ExperimentSpec(name, module, summary)
+    EXPERIMENTS[name] = spec
+    return spec
+
+
+def get_experiment(name: str) -> ExperimentSpec:
+    """Look up a registered experiment by name."""
+    try:
+        return EXPERIMENTS[name]
+    except KeyError:
+        raise ValueError(
+            f"name: unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS))}"
+        ) from None
+
+
+def list_experiments() -> list[str]:
+    """Names of all registered experiments, sorted."""
+    return sorted(EXPERIMENTS)
+
+
+register(
+    "vae-elbo",
+    "dgm_ext.experiments.vae_elbo",
+    "VAE L=100 (784-300-300), Adam 3e-4, 20 epochs, binarised MNIST; val ELBO, test log p(x)",
+)
+register(
+    "vae-mlp",
+    "dgm_ext.experiments.vae_mlp",
+    "MLP VAE 784-500-20, 40 epochs; ELBO curves, samples over training, L=2 manifold",
+)
+register(
+    "vae-likelihoods",
+    "dgm_ext.experiments.vae_likelihoods",
+    "conv VAE L=16 with Gaussian / Beta / Categorical(4) / Bernoulli decoders",
+)
+register(
+    "vae-latent",
+    "dgm_ext.experiments.vae_latent",
+    "latent scatter (L=2), PCA of L=16 encodings, interpolations",
+)
+register(
+    "vae-no-encoder",
+    "dgm_ext.experiments.vae_no_encoder",
+    "per-example ELBO optimisation vs encoder (amortisation gap), left-half completion",
+)

@@ -1,0 +1,222 @@
+"""Shared plumbing of the experiments: run directories, data, training, results tables."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "RunContext",
+    "Table",
+    "default_run_dir",
+    "fit_model",
+    "load_splits",
+    "run_experiment",
+    "write_results",
+]
+
+
+@dataclass
+class RunContext:
+    """Options of one experiment run, handed to the experiment's ``run``.
+
+    ``epochs``/``k``/``ops`` override the experiment's defaults when not ``None``;
+    ``quick`` asks for the small (< 1 minute on a laptop CPU) version.
+    """
+
+    name: str
+    out: Path
+    quick: bool = False
+    seed: int = 0
+    epochs: int | None = None
+    k: int | None = None
+    data_root: str | None = None
+    ops: str = "fused"
+    progress: bool = True
+    checkpoint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run directory (parent folders created)."""
+        p = self.out.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def log(self, msg: str) -> None:
+        """Print a progress line and append it to ``<out>/log.txt``."""
+        line = f"[{self.name} {time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        with open(self.path("log.txt"), "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+@dataclass
+class Table:
+    """A markdown table: title, column names, rows and optional notes below it."""
+
+    title: str
+    columns: Sequence[str]
+    rows: list[Sequence[Any]]
+    notes: str = ""
+
+    def to_markdown(self) -> str:
+        """Render as GitHub markdown."""
+
+        def fmt(v: Any) -> str:
+            if isinstance(v, float):
+                return "nan" if math.isnan(v) else f"{v:.2f}" if abs(v) >= 0.01 else f"{v:.3g}"
+            return str(v)
+
+        lines = [f"## {self.title}", "", "| " + " | ".join(self.columns) + " |"]
+        lines.append("|" + "---|" * len(self.columns))
+        lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in self.rows]
+        if self.notes:
+            lines += ["", self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def default_run_dir(name: str, root: str | Path = "runs") -> Path:
+    """``runs/<name>-<timestamp>``."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{name}-{stamp}"
+
+
+def load_splits(
+    ctx: RunContext,
+    variant: str,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = None,
+):
+    """MNIST train/val/test (50k/10k/10k) of ``variant``, optionally cut to the first n."""
+    from dgm_ext.data import ImageDataset, load_mnist
+
+    def cut(ds, n):
+        if n is None or n >= len(ds):
+            return ds
+        return ImageDataset(ds.images[:n], ds.labels[:n], ds.variant, ds.transform, ds.name)
+
+    out = []
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        ds = load_mnist(split=split, variant=variant, root=ctx.data_root, seed=ctx.seed)
+        out.append(cut(ds, n))
+    return tuple(out)
+
+
+def fit_model(
+    ctx: RunContext,
+    model: torch.nn.Module,
+    train_set: Any,
+    val_set: Any,
+    run_dir: Path,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    patience: int | None = None,
+    epoch_callback: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """Train with the shared ``dgm_ext.train.Trainer``; returns its per-epoch metric rows.
+
+    ``epoch_callback(epoch)`` is called after each epoch in ``epoch_callback``-mode, which
+    trains one epoch per ``fit`` call and relies on the trainer's automatic resume.
+    """
+    from dgm_ext.train import Trainer, TrainerConfig
+
+    def config(n_epochs: int) -> TrainerConfig:
+        return TrainerConfig(
+            run_dir=str(run_dir),
+            epochs=n_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=ctx.seed,
+            patience=patience,
+            progress=ctx.progress,
+        )
+
+    if epoch_callback is None:
+        return Trainer(model, config(epochs)).fit(train_set, val_set)
+    rows: list[dict] = []
+    for e in range(1, epochs + 1):
+        rows = Trainer(model, config(e)).fit(train_set, val_set)
+        epoch_callback(e)
+    return rows
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def write_results(ctx: RunContext, title: str, tables: Sequence[Table], results: dict) -> Path:
+    """Write ``results.md`` (markdown tables + figure list) and ``results.json``."""
+    figures = sorted(p.relative_to(ctx.out).as_posix() for p in ctx.out.rglob("*.png"))
+    md = [f"# {title}", ""]
+    md.append(
+        f"Run `{ctx.name}`{' (quick)' if ctx.quick else ''}, seed {ctx.seed}, "
+        f"ops backend `{ctx.ops}`, wall time {results.get('wall_time_s', float('nan')):.0f} s."
+    )
+    md.append("")
+    md += [t.to_markdown() for t in tables]
+    if figures:
+        md += ["## Figures", ""] + [f"- `{f}`" for f in figures] + [""]
+    path = ctx.path("results.md")
+    path.write_text("\n".join(md), encoding="utf-8")
+    ctx.path("results.json").write_text(json.dumps(_jsonable(results), indent=2), encoding="utf-8")
+    return path
+
+
+def run_experiment(
+    name: str,
+    out: str | Path | None = None,
+    quick: bool = False,
+    **options: Any,
+) -> dict:
+    """Run a registered experiment end to end; returns its results dict.
+
+    The run directory (default ``runs/<name>-<timestamp>``) receives ``config.json``,
+    per-model training folders (metrics, checkpoints), figures, ``results.md`` and
+    ``results.json``.
+    """
+    from dgm_ext.experiments import get_experiment
+
+    spec = get_experiment(name)
+    out_dir = Path(out) if out is not None else default_run_dir(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(name=name, out=out_dir, quick=quick, **options)
+    if ctx.seed is not None:
+        torch.manual_seed(ctx.seed)
+    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(ctx).items()}
+    cfg.update(
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        python=platform.python_version(),
+        data_root=ctx.data_root or os.environ.get("DGM_EXT_DATA"),
+        started=_dt.datetime.now().isoformat(timespec="seconds"),
+    )
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    t0 = time.perf_counter()
+    results = spec.load()(ctx)
+    results["wall_time_s"] = time.perf_counter() - t0
+    tables = results.pop("_tables", [])
+    write_results(ctx, results.pop("_title", name), tables, results)
+    ctx.log(f"done in {results['wall_time_s']:.1f} s; results in {out_dir / 'results.md'}")
+    return results
