@@ -1,0 +1,162 @@
+"""Train a tiny model with dgm_ext.train.Trainer; used by the resume and DDP tests.
+
+Run directly (single process) or under ``python -m torch.distributed.run``. With
+``--kill-at-step K`` the process SIGKILLs itself at the start of its K-th training step
+(counted within this process), simulating a crash. At the end rank 0 saves the final
+model state dict to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dgm_ext.data import ImageDataset
+from dgm_ext.train import Trainer, TrainerConfig
+
+_calls = 0
+
+
+def _maybe_die(kill_at: int | None) -> None:
+    global _calls
+    _calls += 1
+    if kill_at is not None and _calls == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NoisyMLP(nn.Module):
+    """Classifier whose training uses all three RNGs (torch dropout and dynamic
+    binarisation, numpy input noise, Python ``random`` loss scaling)."""
+
+    def __init__(self, kill_at: int | None, stochastic: bool) -> None:
+        super().__init__()
+        p = 0.2 if stochastic else 0.0
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Tanh(), nn.Dropout(p),
+                                 nn.Linear(32, 4))  # fmt: skip
+        self.kill_at, self.stochastic = kill_at, stochastic
+
+    def training_step(self, batch):
+        _maybe_die(self.kill_at)
+        x, y = batch
+        scale = 1.0
+        if self.stochastic:
+            x = x + 0.01 * torch.from_numpy(np.random.standard_normal(x.shape).astype("float32"))  # noqa: NPY002
+            scale = 1.0 + 0.01 * random.random()
+        loss = nn.functional.cross_entropy(self.net(x), y) * scale
+        return {"loss": loss}
+
+    def validation_step(self, batch):
+        x, y = batch
+        logits = self.net(x)
+        acc = (logits.argmax(-1) == y).float().mean()
+        return {"loss": nn.functional.cross_entropy(logits, y), "acc": acc}
+
+
+class TwoPlayer(nn.Module):
+    """A two-optimiser toy (custom train_step), like a GAN's critic/generator updates."""
+
+    def __init__(self, kill_at: int | None) -> None:
+        super().__init__()
+        self.g = nn.Linear(16, 4)
+        self.d = nn.Linear(16, 4)
+        self.kill_at = kill_at
+
+    def configure_optimizers(self, config):
+        from dgm_ext.train import build_optimizer
+
+        return [
+            build_optimizer(self.d.parameters(), config, lr=2 * config.lr),
+            build_optimizer(self.g.parameters(), config, betas=(0.5, 0.99)),
+        ]
+
+    def train_step(self, batch, ctx):
+        _maybe_die(self.kill_at)
+        x, y = batch
+        d_opt, g_opt = ctx.optimizers
+        x = x.flatten(1)
+        d_loss = nn.functional.cross_entropy(self.d(x) + self.g(x).detach(), y)
+        ctx.step(d_opt, d_loss, name="d_loss")
+        g_loss = nn.functional.cross_entropy(self.g(x) + self.d(x), y)
+        ctx.step(g_opt, g_loss, name="g_loss")
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+    def validation_step(self, batch):
+        x, y = batch
+        x = x.flatten(1)
+        return {"loss": nn.functional.cross_entropy(self.g(x) + self.d(x), y)}
+
+
+def make_data(n: int, variant: str) -> tuple[ImageDataset, ImageDataset]:
+    g = torch.Generator().manual_seed(1234)
+    images = torch.rand(n, 1, 4, 4, generator=g)
+    labels = (images.flatten(1)[:, :4].argmax(1)).long()
+    k = n // 4
+    return (
+        ImageDataset(images[k:], labels[k:], variant=variant),
+        ImageDataset(images[:k], labels[:k], variant=variant),
+    )
+
+
+def train_one(kind: str, run_dir: str, args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    """Train model ``kind`` in ``run_dir``; returns its final state (and EMA, if any)."""
+    torch.manual_seed(0)  # model initialisation
+    stochastic = not args.deterministic
+    if kind == "mlp":
+        model: nn.Module = NoisyMLP(args.kill_at_step, stochastic)
+    else:
+        model = TwoPlayer(args.kill_at_step)
+    train_set, val_set = make_data(args.num_examples, "dynamic" if stochastic else "grey")
+    cfg = TrainerConfig(
+        run_dir=run_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=1e-2,
+        seed=7,
+        ema_decay=args.ema,
+        checkpoint_every=args.checkpoint_every,
+        progress=False,
+    )
+    trainer = Trainer(model, cfg)
+    trainer.fit(train_set, val_set)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if trainer.ema is not None:
+        state.update({f"ema.{k}": v.clone() for k, v in trainer.ema.shadow.items()})
+    return state
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--out", required=True, help="torch file {model kind: final state}")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--num-examples", type=int, default=160)
+    ap.add_argument("--kill-at-step", type=int, default=None)
+    ap.add_argument("--checkpoint-every", type=int, default=None)
+    ap.add_argument("--models", default="mlp", help="comma-separated: mlp, two")
+    ap.add_argument("--deterministic", action="store_true", help="no dropout/noise, grey data")
+    ap.add_argument("--ema", type=float, default=None)
+    args = ap.parse_args()
+
+    torch.set_num_threads(1)
+    kinds = args.models.split(",")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and len(kinds) > 1:
+        # several trainings in one process group (the Trainer then leaves it alone)
+        dist.init_process_group("gloo")
+    states = {k: train_one(k, os.path.join(args.run_dir, k), args) for k in kinds}
+    if int(os.environ.get("RANK", "0")) == 0:
+        torch.save(states, args.out)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
