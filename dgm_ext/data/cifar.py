@@ -39,13 +39,14 @@ _ARCHIVE = "cifar-10-python.tar.gz"
 _ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 _URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
-# Only what numpy needs to rebuild arrays may be loaded from a batch pickle.
+# Only what numpy needs to rebuild arrays (and _codecs.encode, which protocol-2 pickles
+# written by Python 3 use for bytes) may be loaded from a batch pickle.
 _ALLOWED = {
     (mod, name)
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
                 "numpy._core.numeric", "numpy")
     for name in ("_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer")
-}  # fmt: skip
+} | {("_codecs", "encode")}  # fmt: skip
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
