@@ -184,6 +184,9 @@ def _row_op_samples(
         tuple(mk(i, 3, 4, how="expanded" if i == 0 else "plain") for i in range(n)),
         grad_ok=False,
     )
+    # more independent batch dims than a RowLayout holds (kMaxRowDims = 6): materialised path
+    a, b = (2, 1, 2, 1, 2, 1, 2, 3), (1, 2, 1, 2, 1, 2, 1, 3)
+    yield Sample("many_batch_dims", tuple(mk(i, *(b if i % 2 else a)) for i in range(n)))
     # empty batch / empty D
     yield Sample("empty_batch", tuple(mk(i, 0, 4) for i in range(n)))
     yield Sample("empty_batch_3d", tuple(mk(i, 2, 0, 3) for i in range(n)))
