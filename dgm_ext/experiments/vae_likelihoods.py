@@ -35,7 +35,7 @@ def _bpd8(model, elbo: float) -> float:
 def run(ctx: RunContext) -> dict:
     """Train the four models with early stopping, compare, plot curves/reconstructions/samples."""
     if ctx.quick:
-        n_train, n_val, n_test, epochs, k, n_is = 768, 256, 128, 1, 5, 64
+        n_train, n_val, n_test, epochs, k, n_is = 512, 128, 64, 1, 4, 32
     else:
         n_train, n_val, n_test, epochs, k, n_is = None, None, None, 30, 200, 1000
     epochs = ctx.epochs or epochs
