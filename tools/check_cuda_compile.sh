@@ -24,6 +24,12 @@ echo "check_cuda_compile: $("$NVCC" --version | tail -n 1)"
 
 status=0
 shopt -s nullglob
+# The kernels must stay torch-free (only bindings_cuda.cpp may include torch headers).
+if grep -nE '#include[[:space:]]*[<"](torch|ATen|c10)/' csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h \
+    csrc/include/dgm_ext/*.h; then
+  echo "check_cuda_compile: torch/ATen/c10 include in a torch-free CUDA file (above)"
+  status=1
+fi
 files=(csrc/cuda/*.cu)
 if [ ${#files[@]} -eq 0 ]; then
   echo "check_cuda_compile: no .cu files under csrc/cuda"

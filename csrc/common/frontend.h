@@ -5,12 +5,14 @@
 //   template <class F> static void dispatch(at::ScalarType, const char* op, F f);
 //       // calls f(static_cast<T*>(nullptr)) for the storage type T of the dtype
 //   template <class T> static void <kernel>(const <Op>Params<T>&);   // see cpu/kernels.h
-//   static void before_launch(const at::Tensor& like);  // e.g. device guard; may be a no-op
+//   static G before_launch(const at::Tensor& like);  // G: void, or a guard object (e.g. the
+//       // CUDA device guard) that the frontend keeps alive until the kernels are enqueued
 #pragma once
 #include <ATen/ATen.h>
 
 #include <array>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "prepare.h"
@@ -31,6 +33,19 @@ inline Tensor row_vector(const Tensor& grad, const RowPrep& prep, const char* op
   return grad.contiguous();
 }
 
+// Calls B::before_launch and keeps its result (a device guard on CUDA) for the caller's scope;
+// a void before_launch yields an empty placeholder.
+struct NoGuard {};
+template <class B>
+auto launch_guard(const Tensor& like) {
+  if constexpr (std::is_void_v<decltype(B::before_launch(like))>) {
+    B::before_launch(like);
+    return NoGuard{};
+  } else {
+    return B::before_launch(like);  // a prvalue: no copy or move of the guard
+  }
+}
+
 template <class B>
 void checks_floating(const char* op, const std::vector<NamedTensor>& args) {
   check_floating(args[0], op, B::kAllowHalf);
@@ -48,7 +63,7 @@ Tensor bernoulli_log_prob(const Tensor& logits, const Tensor& x) {
   RowPrep prep = prepare_rows(op, args, 1);
   Tensor out = at::zeros(prep.batch_shape, logits.options());
   if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
-  B::before_launch(logits);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(logits);
   B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     BernoulliParams<T> p;
@@ -73,7 +88,7 @@ std::tuple<Tensor, Tensor> bernoulli_log_prob_backward(const Tensor& grad, const
   Tensor gl = grad_buffer(needs[0], prep.full_shape, logits);
   Tensor gx = grad_buffer(needs[1], prep.full_shape, logits);
   if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1])) return {gl, gx};
-  B::before_launch(logits);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(logits);
   B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     BernoulliParams<T> p;
@@ -97,7 +112,7 @@ Tensor gaussian_log_prob(const Tensor& x, const Tensor& mean, const Tensor& logv
   RowPrep prep = prepare_rows(op, args, 1);
   Tensor out = at::zeros(prep.batch_shape, x.options());
   if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
-  B::before_launch(x);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
   B::dispatch(x.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     GaussianParams<T> p;
@@ -127,7 +142,7 @@ std::tuple<Tensor, Tensor, Tensor> gaussian_log_prob_backward(const Tensor& grad
   Tensor glv = grad_buffer(needs[2], prep.full_shape, x);
   if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
     return {gx, gm, glv};
-  B::before_launch(x);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
   B::dispatch(x.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     GaussianParams<T> p;
@@ -159,7 +174,7 @@ Tensor beta_log_prob(const Tensor& x, const Tensor& alpha, const Tensor& beta, d
   RowPrep prep = prepare_rows(op, args, 1);
   Tensor out = at::zeros(prep.batch_shape, x.options());
   if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
-  B::before_launch(x);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
   B::dispatch(x.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     BetaParams<T> p;
@@ -189,7 +204,7 @@ std::tuple<Tensor, Tensor, Tensor> beta_log_prob_backward(const Tensor& grad, co
   Tensor gb = grad_buffer(needs[2], prep.full_shape, x);
   if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
     return {gx, ga, gb};
-  B::before_launch(x);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
   B::dispatch(x.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     BetaParams<T> p;
@@ -274,7 +289,7 @@ std::tuple<Tensor, Tensor> categorical_log_prob(const Tensor& logits, const Tens
   Tensor out = at::zeros(c.rows.batch_shape, logits.options());
   Tensor lse = at::empty(c.rows.full_shape, logits.options());
   if (c.rows.layout.rows == 0 || c.rows.layout.cols == 0) return {out, lse};
-  B::before_launch(logits);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(logits);
   B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     CategoricalParams<T> p;
@@ -304,7 +319,7 @@ Tensor categorical_log_prob_backward(const Tensor& grad, const Tensor& logits, c
   shape.push_back(c.K);
   Tensor gl = at::empty(shape, logits.options());
   if (c.rows.layout.rows == 0 || c.rows.layout.cols == 0) return gl;
-  B::before_launch(logits);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(logits);
   B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     CategoricalParams<T> p;
@@ -329,7 +344,7 @@ Tensor kl_normal_std(const Tensor& mu, const Tensor& logvar) {
   RowPrep prep = prepare_rows(op, args, 1);
   Tensor out = at::zeros(prep.batch_shape, mu.options());
   if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
-  B::before_launch(mu);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu);
   B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     KlStdParams<T> p;
@@ -354,7 +369,7 @@ std::tuple<Tensor, Tensor> kl_normal_std_backward(const Tensor& grad, const Tens
   Tensor gm = grad_buffer(needs[0], prep.full_shape, mu);
   Tensor glv = grad_buffer(needs[1], prep.full_shape, mu);
   if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1])) return {gm, glv};
-  B::before_launch(mu);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu);
   B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     KlStdParams<T> p;
@@ -379,7 +394,7 @@ Tensor kl_normal(const Tensor& mu_q, const Tensor& logvar_q, const Tensor& mu_p,
   RowPrep prep = prepare_rows(op, args, 1);
   Tensor out = at::zeros(prep.batch_shape, mu_q.options());
   if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
-  B::before_launch(mu_q);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu_q);
   B::dispatch(mu_q.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     KlNormalParams<T> p;
@@ -412,7 +427,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> kl_normal_backward(
   if (prep.layout.rows == 0 || prep.layout.cols == 0 ||
       !(needs[0] || needs[1] || needs[2] || needs[3]))
     return {gs[0], gs[1], gs[2], gs[3]};
-  B::before_launch(mu_q);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu_q);
   B::dispatch(mu_q.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     KlNormalParams<T> p;
@@ -440,7 +455,7 @@ Tensor reparameterize(const Tensor& mu, const Tensor& logvar, const Tensor& eps)
   RowPrep prep = prepare_rows(op, args, 1);
   Tensor z = at::empty(prep.full_shape, mu.options());
   if (prep.layout.rows == 0 || prep.layout.cols == 0) return z;
-  B::before_launch(mu);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu);
   B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     ReparamParams<T> p;
@@ -469,7 +484,7 @@ std::tuple<Tensor, Tensor, Tensor> reparameterize_backward(const Tensor& grad, c
   for (int i = 0; i < 3; ++i) gs[i] = grad_buffer(needs[i], prep.full_shape, mu);
   if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
     return {gs[0], gs[1], gs[2]};
-  B::before_launch(mu);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu);
   B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     ReparamParams<T> p;
@@ -511,7 +526,7 @@ std::tuple<Tensor, Tensor> affine_coupling(const Tensor& x, const Tensor& s, con
   Tensor y = at::empty(prep.full_shape, x.options());
   Tensor logdet = at::zeros(prep.batch_shape, x.options());
   if (prep.layout.rows == 0 || prep.layout.cols == 0) return {y, logdet};
-  B::before_launch(x);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
   B::dispatch(x.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     CouplingParams<T> p;
@@ -544,7 +559,7 @@ std::tuple<Tensor, Tensor, Tensor> affine_coupling_backward(
   for (int i = 0; i < 3; ++i) gs[i] = grad_buffer(needs[i], prep.full_shape, x);
   if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
     return {gs[0], gs[1], gs[2]};
-  B::before_launch(x);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
   B::dispatch(x.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     CouplingParams<T> p;
@@ -595,7 +610,7 @@ std::tuple<Tensor, Tensor, Tensor> planar_flow(const Tensor& z, const Tensor& u,
     z_out.copy_(z);
     return {z_out, logdet, preact};
   }
-  B::before_launch(z);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(z);
   B::dispatch(z.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     PlanarParams<T> p;
@@ -641,7 +656,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> planar_flow_backward(
   const Tensor gzc = grad_z.contiguous(), gldc = grad_logdet.contiguous(),
                zoc = z_out.contiguous(), pc = preact.contiguous(), uc = u.contiguous(),
                wc = w.contiguous(), bc = b.contiguous();
-  B::before_launch(z_out);
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(z_out);
   B::dispatch(z_out.scalar_type(), op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     PlanarParams<T> p;
