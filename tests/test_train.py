@@ -165,6 +165,21 @@ def test_resume_in_process_matches_uninterrupted(tmp_path):
     assert Trainer(Regressor(), cfg(tmp_path / "part", epochs=4)).fit(regression_data()) == hist
 
 
+def test_resume_with_changed_batch_size_warns(tmp_path, caplog):
+    Trainer(Regressor(), cfg(tmp_path, epochs=1)).fit(regression_data())
+    with caplog.at_level("WARNING", logger="dgm_ext.train"):
+        Trainer(Regressor(), cfg(tmp_path, epochs=2, batch_size=8)).fit(regression_data())
+    assert "different batch_size" in caplog.text
+
+
+def test_custom_step_model_without_eval_method_rejects_val_set(tmp_path):
+    class OnlyCustom(TwoOptimisers):
+        pass
+
+    with pytest.raises(TypeError, match="val_set"):
+        Trainer(OnlyCustom(), cfg(tmp_path, epochs=1)).fit(regression_data(), regression_data())
+
+
 # ---------------------------------------------------------------- early stopping
 class Scripted(Regressor):
     """Validation loss follows a script, one value per epoch."""

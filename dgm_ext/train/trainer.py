@@ -38,7 +38,10 @@ Reproducibility: at the start of a fresh run the Python, numpy and torch RNGs ar
 with ``config.seed + rank``; data order is a pure function of ``(seed, epoch)``; a run
 resumed from ``last.pt`` restores model, optimisers, EMA, RNG states, counters and metric
 history, so it continues bit-identically (single process, deterministic kernels,
-``num_workers=0``).
+``num_workers=0``, same ``batch_size``/``seed``). To train longer, rerun with a larger
+``epochs``/``max_steps``; a run that stopped early stays stopped (start a new ``run_dir``,
+or pass ``resume=False`` to start over in the same one). Nothing is written after a
+:class:`NonFiniteLossError`, so ``last.pt`` remains the last good state.
 
 Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the trainer initialises the process
 group (NCCL on CUDA, gloo on CPU) unless already initialised, wraps the model in
@@ -463,6 +466,18 @@ class Trainer:
         self._acc = (
             _Accumulator.from_state(ck["accumulator"], self.device) if ck["accumulator"] else None
         )
+        old_cfg = ck.get("config") or {}
+        changed = [
+            k
+            for k in ("batch_size", "seed", "drop_last")
+            if k in old_cfg and old_cfg[k] != getattr(self.config, k)
+        ]
+        if changed:
+            log.warning(
+                "%s was written with different %s: the run continues, but not as an exact "
+                "continuation of the interrupted one",
+                path, ", ".join(changed),
+            )  # fmt: skip
         rng = ck["rng"]
         if len(rng) == self.world_size:
             set_rng_state(rng[self.rank])
@@ -769,6 +784,13 @@ class Trainer:
                 )
             if not (hasattr(ds, "__len__") and hasattr(ds, "__getitem__")):
                 raise TypeError(f"{name} must be a map-style Dataset, got {type(ds).__name__}")
+        if val_set is not None and not any(
+            callable(getattr(self.model, m, None)) for m in ("validation_step", "training_step")
+        ):
+            raise TypeError(
+                f"val_set was given but {type(self.model).__name__} defines neither "
+                "validation_step(batch) nor training_step(batch)"
+            )
         self._init_distributed()
         try:
             if not self._resume():
