@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import sys
+import types
 
 import pytest
 import torch
@@ -463,6 +465,36 @@ def test_tensorboard_event_files(tmp_path):
         regression_data()
     )
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+
+
+def test_tensorboard_calls_with_a_recording_writer(tmp_path, monkeypatch):
+    """The trainer's TensorBoard logging, against a stand-in SummaryWriter (works whether or
+    not tensorboard is installed)."""
+    calls = []
+
+    class RecordingWriter:
+        def __init__(self, log_dir):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, float(value), int(step)))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append(("close",))
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = RecordingWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    t = Trainer(Regressor(), cfg(tmp_path, epochs=2, tensorboard=True, log_every=2))
+    hist = t.fit(regression_data(), regression_data(16))
+    assert calls[0] == ("init", str(tmp_path / "run" / "tb")) and calls[-1] == ("close",)
+    assert [c[2] for c in calls if c[0] == "step/train_loss"] == [2, 4, 6, 8]
+    for row in hist:
+        for key in ("train_loss", "val_loss", "time_s"):
+            assert (f"epoch/{key}", row[key], row["epoch"]) in calls
 
 
 @pytest.mark.skipif(HAVE_TB, reason="checks the error raised when tensorboard is missing")
