@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="run directory (default runs/<name>-<time>)")
     rep.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     rep.add_argument("--k", type=int, default=None, help="override importance samples K")
+    rep.add_argument("--train-size", type=int, default=None, help="use the first N train images")
+    rep.add_argument("--val-size", type=int, default=None, help="use the first N val images")
     rep.add_argument(
         "--checkpoint", default=None, help="reuse a trained model.pt where the experiment allows"
     )
@@ -193,6 +195,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         ops=args.ops,
         progress=not args.no_progress,
         checkpoint=args.checkpoint,
+        train_size=args.train_size,
+        val_size=args.val_size,
     )
     print(f"wall time {res['wall_time_s']:.1f} s")
     return 0

@@ -30,7 +30,8 @@ __all__ = [
 class RunContext:
     """Options of one experiment run, handed to the experiment's ``run``.
 
-    ``epochs``/``k``/``ops`` override the experiment's defaults when not ``None``;
+    ``epochs``/``k``/``ops``/``train_size``/``val_size`` override the experiment's defaults
+    when not ``None`` (sizes keep the first N images of the split);
     ``quick`` asks for the small (< 1 minute on a laptop CPU) version.
     """
 
@@ -44,6 +45,8 @@ class RunContext:
     ops: str = "fused"
     progress: bool = True
     checkpoint: str | None = None
+    train_size: int | None = None
+    val_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def path(self, *parts: str) -> Path:
@@ -106,6 +109,8 @@ def load_splits(
             return ds
         return ImageDataset(ds.images[:n], ds.labels[:n], ds.variant, ds.transform, ds.name)
 
+    n_train = ctx.train_size if ctx.train_size is not None else n_train
+    n_val = ctx.val_size if ctx.val_size is not None else n_val
     out = []
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         ds = load_mnist(split=split, variant=variant, root=ctx.data_root, seed=ctx.seed)

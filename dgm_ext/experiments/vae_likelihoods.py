@@ -37,7 +37,7 @@ def run(ctx: RunContext) -> dict:
     if ctx.quick:
         n_train, n_val, n_test, epochs, k, n_is = 512, 128, 64, 1, 4, 32
     else:
-        n_train, n_val, n_test, epochs, k, n_is = None, None, None, 30, 200, 1000
+        n_train, n_val, n_test, epochs, k, n_is = None, None, None, 30, 200, 200
     epochs = ctx.epochs or epochs
     k = ctx.k or k
     only = ctx.extra.get("models")
