@@ -14,7 +14,7 @@ def build_info() -> dict:
 
     Keys: ``torch_version`` (torch built against), ``cuda`` and ``cuda_archs``, ``openmp``,
     ``cpu_isa_compiled`` and ``cpu_isa`` (the kernel set chosen for this processor),
-    ``parallel_backend``.
+    ``num_threads``.
     """
     return dict(_C.build_info())
 

@@ -261,25 +261,21 @@ def test_empty_gradients(name):
             torch.testing.assert_close(g, e)
 
 
-# BUG (library, dgm_ext/ops/_registration.py `_reduce`): with an empty batch, an input that
-# does not require grad gets the empty (0,) placeholder from the backward op, and
-# `_reduce` calls `grad.sum_to_size(inp.shape)` on it -> RuntimeError during backward.
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="library BUG: _reduce on empty batch")
+# Regression: with an empty batch, an input that does not require grad gets the empty (0,)
+# placeholder from the backward op; it must not be summed to the input's shape.
 @pytest.mark.parametrize("name", ["gaussian_log_prob", "bernoulli_log_prob", "kl_normal"])
-def test_bug_empty_batch_backward_with_constant_input(name):
+def test_empty_batch_backward_with_constant_input(name):
     s = _get(name, "empty_batch", "cpu", torch.float64, True)
     args = tuple(a.detach().requires_grad_(i != 0) for i, a in enumerate(s.args))
     out = public(name)(*args)
-    out.sum().backward()  # RuntimeError: size {[0, 4]} is not expandable to size {[0]}
+    out.sum().backward()
     for a in args[1:]:
         assert a.grad is not None and a.grad.shape == a.shape
 
 
-# BUG (library, dgm_ext/ops/_registration.py `_reduce`): a parameter broadcast over an empty
-# batch (e.g. mean of shape (D,) with x of shape (0, D)) gets grad None instead of zeros(D):
-# `_reduce` treats the zero-size full-shape gradient as "not requested".
-@pytest.mark.xfail(strict=True, reason="library BUG: _reduce returns None for broadcast param")
-def test_bug_empty_batch_broadcast_param_grad_is_none():
+# Regression: a parameter broadcast over an empty batch (mean (D,) with x (0, D)) gets
+# zeros(D), not None.
+def test_empty_batch_broadcast_param_grad_is_zero():
     x = torch.zeros(0, 3, dtype=torch.float64, requires_grad=True)
     mean = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     logvar = torch.zeros(0, 3, dtype=torch.float64, requires_grad=True)

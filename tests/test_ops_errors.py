@@ -236,25 +236,9 @@ def test_raw_op_raises(name, args, kwargs, exc, arg):
         getattr(LIB, name).default(*args)
 
 
-# BUG (library, dgm_ext/ops/_registration.py `_categorical_shape`): the categorical fake
-# kernel broadcasts with torch.broadcast_shapes directly, so under FakeTensor/torch.compile a
-# non-broadcasting x raises RuntimeError, while the real kernel raises ValueError naming 'x'.
-# BUG (same file, planar_flow fake kernel): no shape checks at all; under FakeTensor a
-# u of shape (K, d') with z (N, d), a w or b of the wrong shape are accepted and traced.
-_FAKE_BUGS = {
-    "cat_shape": "library BUG: categorical fake kernel raises RuntimeError",
-    "planar_u_dim": "library BUG: planar_flow fake kernel does not check shapes",
-    "planar_w_shape": "library BUG: planar_flow fake kernel does not check shapes",
-    "planar_b_shape": "library BUG: planar_flow fake kernel does not check shapes",
-}
+# The fake kernels (FakeTensor / torch.compile tracing) must raise what the real kernels raise.
 _FAKE_CASES = [
-    pytest.param(
-        *c[1:],
-        id=c[0],
-        marks=[pytest.mark.xfail(strict=True, reason=_FAKE_BUGS[c[0]])]
-        if c[0] in _FAKE_BUGS
-        else [],
-    )
+    pytest.param(*c[1:], id=c[0])
     for c in CASES
     if c[4] is TypeError or "shape" in c[0] or "bcast" in c[0] or c[0] == "planar_u_dim"
 ]

@@ -7,6 +7,13 @@
 namespace dgm_ext::cpu {
 inline namespace CPU_CAPABILITY {
 
+// exp for softmax terms: ATen's faster float exp (about 20 ulp, as ATen's own softmax uses);
+// the exact one for double.
+template <typename T>
+inline Vectorized<T> softmax_exp(const Vectorized<T>& v) {
+  return v.exp_u20();
+}
+
 // log sum_k exp(l_k) over K contiguous logits (two passes over data that sits in L1).
 template <typename T>
 T logsumexp(const T* l, int64_t K) {
@@ -25,8 +32,10 @@ T logsumexp(const T* l, int64_t K) {
   Vec vsum(T(0));
   const Vec vm(m);
   k = 0;
-  for (; k + W <= K; k += W) vsum = vsum + exp_(Vec::loadu(l + k) - vm);
-  if (k < K) vsum = vsum + Vec::set(Vec(T(0)), exp_(Vec::loadu(l + k, K - k) - vm), K - k);
+  for (; k + W <= K; k += W) vsum = vsum + softmax_exp(Vec::loadu(l + k) - vm);
+  if (k < K) {
+    vsum = vsum + Vec::set(Vec(T(0)), softmax_exp(Vec::loadu(l + k, K - k) - vm), K - k);
+  }
   return m + std::log(horizontal_sum(vsum));
 }
 
@@ -71,8 +80,8 @@ void categorical_bwd_impl(const CategoricalParams<T>& p) {
         T* out = p.grad_logits + (r * L.cols + d) * K;
         // d/dl_k [l_c - lse] = 1[k == c] - softmax_k
         int64_t k = 0;
-        for (; k + W <= K; k += W) (neg_g * exp_(Vec::loadu(l + k) - lse)).store(out + k);
-        if (k < K) (neg_g * exp_(Vec::loadu(l + k, K - k) - lse)).store(out + k, K - k);
+        for (; k + W <= K; k += W) (neg_g * softmax_exp(Vec::loadu(l + k) - lse)).store(out + k);
+        if (k < K) (neg_g * softmax_exp(Vec::loadu(l + k, K - k) - lse)).store(out + k, K - k);
         if (c >= 0 && c < K) out[c] += g;
       }
     }

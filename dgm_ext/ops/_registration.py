@@ -52,11 +52,15 @@ def _grads(needs, full, like: Tensor) -> tuple[Tensor, ...]:
     return tuple(like.new_empty(full if n else (0,)) for n in needs)
 
 
-def _reduce(grad: Tensor | None, inp: Tensor) -> Tensor | None:
-    """Sums a full-shape gradient down to a broadcast input's shape."""
-    if grad is None or (grad.numel() == 0 and inp.numel() != 0):
+def _reduce(grad: Tensor | None, inp: Tensor, need: bool = True) -> Tensor | None:
+    """Sums a broadcast-shape gradient down to the input's shape (None when not requested)."""
+    if grad is None or not need:
         return None
     return grad.sum_to_size(inp.shape) if grad.shape != inp.shape else grad
+
+
+def _reduce_all(grads, inputs, needs) -> tuple[Tensor | None, ...]:
+    return tuple(_reduce(g, i, n) for g, i, n in zip(grads, inputs, needs, strict=True))
 
 
 # ------------------------------------------------------------------------------ fake kernels
@@ -102,7 +106,9 @@ def _categorical_shape(op: str, logits: Tensor, x: Tensor) -> list[int]:
     if logits.dim() < 2:
         raise ValueError(f"dgm_ext.{op}: 'logits' must have shape (*B, D, K)")
     _check_float(op, "logits", logits=logits)
-    return list(torch.broadcast_shapes(logits.shape[:-1], x.shape))
+    if x.dim() < 1:
+        raise ValueError(f"dgm_ext.{op}: 'x' must have shape (*B, D), got a scalar")
+    return _bshape(op, logits=logits[..., 0], x=x)
 
 
 @torch.library.register_fake("dgm_ext::categorical_log_prob")
@@ -171,15 +177,30 @@ def _(grad_y, grad_logdet, x, s, t, mask, reverse, needs):
     return _grads(needs, full, ref)
 
 
+def _planar_check(op: str, z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> None:
+    _check_float(op, "z", z=z, u=u, w=w, b=b)
+    if z.dim() != 2:
+        raise ValueError(f"dgm_ext.{op}: 'z' must have shape (N, d), got {tuple(z.shape)}")
+    if u.dim() != 2 or u.shape[1] != z.shape[1]:
+        raise ValueError(
+            f"dgm_ext.{op}: 'u' must have shape (K, d) with d = {z.shape[1]}, got {tuple(u.shape)}"
+        )
+    if w.shape != u.shape:
+        raise ValueError(f"dgm_ext.{op}: 'w' must have the shape of 'u' {tuple(u.shape)}")
+    if b.dim() != 1 or b.shape[0] != u.shape[0]:
+        raise ValueError(f"dgm_ext.{op}: 'b' must have shape (K,) with K = {u.shape[0]}")
+
+
 @torch.library.register_fake("dgm_ext::planar_flow")
 def _(z, u, w, b):
-    _check_float("planar_flow", "z", z=z, u=u, w=w, b=b)
+    _planar_check("planar_flow", z, u, w, b)
     n, k = z.shape[0], u.shape[0]
     return z.new_empty(z.shape), z.new_empty((n,)), z.new_empty((n, k))
 
 
 @torch.library.register_fake("dgm_ext::planar_flow_backward")
 def _(grad_z, grad_logdet, z_out, preact, u, w, b):
+    _planar_check("planar_flow_backward", z_out, u, w, b)
     return (
         z_out.new_empty(z_out.shape),
         u.new_empty(u.shape),
@@ -203,13 +224,13 @@ def _setup_save_inputs(ctx, inputs, output):
 def _bernoulli_bwd(ctx, grad):
     logits, x = ctx.saved_tensors
     gl, gx = _ops.bernoulli_log_prob_backward(grad, logits, x, ctx.needs)
-    return _reduce(gl, logits), _reduce(gx, x)
+    return _reduce(gl, logits, ctx.needs[0]), _reduce(gx, x, ctx.needs[1])
 
 
 def _gaussian_bwd(ctx, grad):
     x, mean, logvar = ctx.saved_tensors
     gs = _ops.gaussian_log_prob_backward(grad, x, mean, logvar, ctx.needs)
-    return tuple(_reduce(g, i) for g, i in zip(gs, (x, mean, logvar), strict=True))
+    return _reduce_all(gs, (x, mean, logvar), ctx.needs)
 
 
 def _beta_setup(ctx, inputs, output):
@@ -220,7 +241,7 @@ def _beta_setup(ctx, inputs, output):
 def _beta_bwd(ctx, grad):
     x, alpha, beta = ctx.saved_tensors
     gs = _ops.beta_log_prob_backward(grad, x, alpha, beta, ctx.eps, ctx.needs)
-    return (*(_reduce(g, i) for g, i in zip(gs, (x, alpha, beta), strict=True)), None)
+    return (*_reduce_all(gs, (x, alpha, beta), ctx.needs), None)
 
 
 def _categorical_setup(ctx, inputs, output):
@@ -239,19 +260,22 @@ def _categorical_bwd(ctx, grad, _grad_lse):
 def _kl_std_bwd(ctx, grad):
     mu, logvar = ctx.saved_tensors
     gs = _ops.kl_normal_std_backward(grad, mu, logvar, ctx.needs)
-    return tuple(_reduce(g, i) for g, i in zip(gs, (mu, logvar), strict=True))
+    return _reduce_all(gs, (mu, logvar), ctx.needs)
 
 
 def _kl_bwd(ctx, grad):
     ins = ctx.saved_tensors
     gs = _ops.kl_normal_backward(grad, *ins, ctx.needs)
-    return tuple(_reduce(g, i) for g, i in zip(gs, ins, strict=True))
+    return _reduce_all(gs, ins, ctx.needs)
 
 
 def _reparam_bwd(ctx, grad):
     mu, logvar, eps = ctx.saved_tensors
-    gs = _ops.reparameterize_backward(grad, mu, logvar, eps, ctx.needs)
-    return tuple(_reduce(g, i) for g, i in zip(gs, (mu, logvar, eps), strict=True))
+    need_mu, need_lv, need_eps = ctx.needs
+    # d z / d mu = 1: the incoming gradient itself, no kernel pass needed.
+    _, g_lv, g_eps = _ops.reparameterize_backward(grad, mu, logvar, eps, [False, need_lv, need_eps])
+    g_mu = grad if need_mu else None
+    return _reduce_all((g_mu, g_lv, g_eps), (mu, logvar, eps), ctx.needs)
 
 
 def _coupling_setup(ctx, inputs, output):
@@ -268,7 +292,7 @@ def _coupling_bwd(ctx, grad_y, grad_logdet):
     if grad_logdet is None:
         grad_logdet = x.new_zeros(x.shape[:1])
     gs = _ops.affine_coupling_backward(grad_y, grad_logdet, x, s, t, mask, ctx.reverse, ctx.needs)
-    return (*(_reduce(g, i) for g, i in zip(gs, (x, s, t), strict=True)), None, None)
+    return (*_reduce_all(gs, (x, s, t), ctx.needs), None, None)
 
 
 def _planar_setup(ctx, inputs, output):
