@@ -162,7 +162,9 @@ class _Accumulator:
                 raise ValueError(
                     f"{where} returned {k!r} with shape {tuple(t.shape)}; metrics must be scalars"
                 )
-            t = t.reshape(()).to(torch.float64) * n
+            # float64 sums (float32 where the device has no float64, e.g. Apple MPS)
+            acc_dtype = torch.float32 if t.device.type == "mps" else torch.float64
+            t = t.reshape(()).to(acc_dtype) * n
             self.sums[k] = self.sums[k] + t if k in self.sums else t
             self.counts[k] = self.counts.get(k, 0) + n
 
@@ -177,7 +179,7 @@ class _Accumulator:
         vals = torch.zeros(2 * len(names), dtype=torch.float64, device=device)
         for i, k in enumerate(names):
             if k in self.sums:
-                vals[i] = self.sums[k].to(device)
+                vals[i] = self.sums[k].to(device, torch.float64)
                 vals[len(names) + i] = self.counts[k]
         if world_size > 1:
             dist.all_reduce(vals)
