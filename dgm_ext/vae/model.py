@@ -39,7 +39,8 @@ class VAEConfig:
     """Everything needed to rebuild a VAE (stored next to its weights).
 
     ``arch``: ``mlp`` (784→500→L), ``mlp-deep`` (784→300→300→2L, ELU; vae-elbo) or
-    ``conv``. ``likelihood``: ``bernoulli``, ``gaussian``, ``beta`` or ``categorical``
+    ``conv``. ``hidden``: MLP width, or the conv decoder's first channel count.
+    ``likelihood``: ``bernoulli``, ``gaussian``, ``beta`` or ``categorical``
     (``categories`` bins). ``binarize``: ``"threshold"`` to binarise grey inputs for the
     Bernoulli likelihood. ``decoder_shift``: added to the ``mlp-deep`` decoder output.
     ``flow_length`` > 0 adds a planar-flow posterior with that many layers.

@@ -133,24 +133,30 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Linear L → 128×7×7, transposed convs to 64×14×14 and 32×28×28, 3×3 conv to P maps."""
+    """Linear L → c×7×7, transposed convs to c/2×14×14 and c/4×28×28, 3×3 conv to P maps.
 
-    def __init__(self, latent_dim: int, n_params: int = 1) -> None:
+    ``width`` is ``c`` (128 mirrors the encoder; smaller is cheaper on CPU).
+    """
+
+    def __init__(self, latent_dim: int, n_params: int = 1, width: int = 128) -> None:
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(latent_dim, 128 * 7 * 7), nn.ReLU())
+        if width < 4 or width % 4:
+            raise ValueError(f"width must be a positive multiple of 4, got {width}")
+        c = width
+        self.fc = nn.Sequential(nn.Linear(latent_dim, c * 7 * 7), nn.ReLU())
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1),
+            nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1),
             nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            nn.ConvTranspose2d(c // 2, c // 4, 4, stride=2, padding=1),
             nn.ReLU(),
-            nn.Conv2d(32, n_params, 3, padding=1),
+            nn.Conv2d(c // 4, n_params, 3, padding=1),
         )
-        self.n_params = n_params
+        self.n_params, self.width = n_params, width
 
     def forward(self, z: Tensor) -> Tensor:
         """Return raw likelihood parameters ``(*B, P, 784)``."""
         batch = z.shape[:-1]
-        h = self.fc(z.reshape(-1, z.shape[-1])).view(-1, 128, 7, 7)
+        h = self.fc(z.reshape(-1, z.shape[-1])).view(-1, self.width, 7, 7)
         out = self.net(h).flatten(2)  # (N, P, 784)
         return out.reshape(*batch, self.n_params, 784)
 
@@ -169,11 +175,15 @@ def make_encoder(arch: str, latent_dim: int, hidden: int | None = None) -> nn.Mo
 def make_decoder(
     arch: str, latent_dim: int, n_params: int, hidden: int | None = None, shift: float = 0.0
 ) -> nn.Module:
-    """Decoder by architecture name; ``shift`` is only used by ``mlp-deep``."""
+    """Decoder by architecture name; ``shift`` is only used by ``mlp-deep``.
+
+    ``hidden`` is the MLP width, or for ``conv`` the channel count of the first
+    transposed convolution (default 128).
+    """
     if arch == "mlp":
         return MLPDecoder(latent_dim, n_params, hidden=hidden or 500)
     if arch == "mlp-deep":
         return DeepMLPDecoder(latent_dim, n_params, hidden=hidden or 300, shift=shift)
     if arch == "conv":
-        return ConvDecoder(latent_dim, n_params)
+        return ConvDecoder(latent_dim, n_params, width=hidden or 128)
     raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
