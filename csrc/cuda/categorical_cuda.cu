@@ -95,10 +95,10 @@ __global__ void __launch_bounds__(kBlock)
 
 // out[r] = sum_d l[r, d, x[r, d]] - lse[r, d]; a group of G threads per row, columns strided.
 template <typename T>
-__global__ void __launch_bounds__(1024) categorical_rowsum_kernel(const CategoricalParams<T> p,
-                                                                  int G) {
+__global__ void __launch_bounds__(kBlock) categorical_rowsum_kernel(const CategoricalParams<T> p,
+                                                                    int G) {
   using A = acc_t<T>;
-  __shared__ A sh[32];
+  __shared__ A sh[kBlock / 32];
   const RowLayout& L = p.layout;
   const int64_t K = p.num_classes;
   const int lane = threadIdx.x & (G - 1);
@@ -174,9 +174,7 @@ void categorical_fwd_impl(const CategoricalParams<T>& p, cudaStream_t stream) {
   categorical_lse_kernel<T><<<grid_for(pairs, kBlock / GK, kBlock), kBlock, 0, stream>>>(
       p, GK, K % C == 0);
   const int G = reduce_group(L.rows, ceil_div(L.cols, 4));
-  const int block = std::max(kBlock, G);
-  categorical_rowsum_kernel<T>
-      <<<grid_for(L.rows, block / G, block), block, 0, stream>>>(p, G);
+  categorical_rowsum_kernel<T><<<grid_for(L.rows, kBlock / G, kBlock), kBlock, 0, stream>>>(p, G);
 }
 
 template <typename T>

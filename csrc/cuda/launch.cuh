@@ -159,10 +159,10 @@ inline unsigned grid_for(int64_t items, int64_t per_block, int block) {
 }
 
 // Threads per row for a row reduction over `chunks` chunks per row: about 4 chunks per thread,
-// widened (up to 1024) while the rows alone cannot fill the device.
+// widened (up to a whole block) while the rows alone cannot fill the device.
 inline int reduce_group(int64_t rows, int64_t chunks) {
   int64_t G = std::min<int64_t>(32, next_pow2(ceil_div(chunks, 4)));
-  while (G < 1024 && rows * G < kTargetThreads && G * 2 <= chunks) G *= 2;
+  while (G < kBlock && rows * G < kTargetThreads && G * 2 <= chunks) G *= 2;
   return static_cast<int>(G);
 }
 
@@ -186,15 +186,15 @@ struct RowArgs {
   T* row_out = nullptr;
   int64_t tiles = 1;      // column tiles per row
   int64_t tile_cols = 0;  // columns per tile, a multiple of C
-  int group = 1;          // threads per work item (power of two, <= 1024)
+  int group = 1;          // threads per work item (power of two, <= kBlock)
 };
 
 template <typename T, int NIN, int NOUT, bool VEC, typename Body>
-__global__ void __launch_bounds__(1024)
+__global__ void __launch_bounds__(kBlock)
     row_kernel(const RowArgs<T, NIN, NOUT> a, const Body body) {
   using A = acc_t<T>;
   constexpr int C = kChunk<T>;
-  __shared__ A sh[32];
+  __shared__ A sh[kBlock / 32];
   const int G = a.group;
   const int lane = threadIdx.x & (G - 1);
   const int per_block = blockDim.x / G;
@@ -292,13 +292,11 @@ void launch_rows(RowArgs<T, NIN, NOUT> a, const Body& body, cudaStream_t stream)
     for (int d = 0; d < L.index.ndim && vec; ++d) vec = L.index.strides[i][d] % C == 0;
   }
   for (int k = 0; k < NOUT && vec; ++k) vec = a.out[k] == nullptr || aligned16(a.out[k]);
-  const int block = std::max(kBlock, a.group);
-  const int per_block = block / a.group;
-  const unsigned grid = grid_for(L.rows * a.tiles, per_block, block);
+  const unsigned grid = grid_for(L.rows * a.tiles, kBlock / a.group, kBlock);
   if (vec) {
-    row_kernel<T, NIN, NOUT, true, Body><<<grid, block, 0, stream>>>(a, body);
+    row_kernel<T, NIN, NOUT, true, Body><<<grid, kBlock, 0, stream>>>(a, body);
   } else {
-    row_kernel<T, NIN, NOUT, false, Body><<<grid, block, 0, stream>>>(a, body);
+    row_kernel<T, NIN, NOUT, false, Body><<<grid, kBlock, 0, stream>>>(a, body);
   }
 }
 
