@@ -128,6 +128,7 @@ def test_train_then_eval(
     assert main(argv) == 0
     assert (run / "model.pt").is_file() and (run / "metrics.csv").is_file()
     assert json.loads((run / "eval.json").read_text())["variant"] == "static"
+    assert json.loads((run / "config.json").read_text())  # trainer config written
     capsys.readouterr()
     report = tmp_path / "eval.json"
     argv = ["eval", str(run), "--k", "5", "--limit", "40", "--json", str(report), "--threads", "1"]
