@@ -9,6 +9,7 @@ VAE code.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dgm_ext.experiments.common import RunContext, run_experiment
@@ -32,7 +33,7 @@ class ExperimentSpec:
     module: str
     summary: str
 
-    def load(self):
+    def load(self) -> Callable[[RunContext], dict]:
         """Import the module and return its ``run(ctx)`` function."""
         return importlib.import_module(self.module).run
 

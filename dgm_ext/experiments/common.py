@@ -100,11 +100,11 @@ def load_splits(
     n_train: int | None = None,
     n_val: int | None = None,
     n_test: int | None = None,
-):
+) -> tuple[Any, Any, Any]:
     """MNIST train/val/test (50k/10k/10k) of ``variant``, optionally cut to the first n."""
     from dgm_ext.data import ImageDataset, load_mnist
 
-    def cut(ds, n):
+    def cut(ds: ImageDataset, n: int | None) -> ImageDataset:
         if n is None or n >= len(ds):
             return ds
         return ImageDataset(ds.images[:n], ds.labels[:n], ds.variant, ds.transform, ds.name)

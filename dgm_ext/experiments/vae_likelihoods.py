@@ -17,7 +17,7 @@ import torch
 
 from dgm_ext.experiments.common import RunContext, Table, fit_model, load_splits
 from dgm_ext.plots import plot_curves, save_image_grid
-from dgm_ext.vae import build_vae, evaluate_elbo, evaluate_log_likelihood, save_vae
+from dgm_ext.vae import VAE, build_vae, evaluate_elbo, evaluate_log_likelihood, save_vae
 
 MODELS = (
     ("gaussian", {"likelihood": "gaussian"}),
@@ -30,7 +30,7 @@ D = 784
 DECODER_WIDTH = 64
 
 
-def _bpd8(model, elbo: float) -> float:
+def _bpd8(model: VAE, elbo: float) -> float:
     return (-elbo + model.likelihood.log_256_offset(D)) / (D * math.log(2.0))
 
 
