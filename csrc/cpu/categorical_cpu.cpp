@@ -44,9 +44,9 @@ void categorical_fwd_impl(const CategoricalParams<T>& p) {
   const RowLayout& L = p.layout;
   const int64_t K = p.num_classes;
   at::parallel_for(0, L.rows, row_grain(L.cols * K), [&](int64_t begin, int64_t end) {
-    int64_t off[kMaxInputs];
-    for (int64_t r = begin; r < end; ++r) {
-      L.index.offsets(r, off);
+    RowCursor cursor(L.index, begin);
+    const int64_t* off = cursor.off;
+    for (int64_t r = begin; r < end; ++r, cursor.next()) {
       T acc = 0;
       for (int64_t d = 0; d < L.cols; ++d) {
         const T* l = p.logits + off[0] + d * L.col_stride[0];
@@ -68,9 +68,9 @@ void categorical_bwd_impl(const CategoricalParams<T>& p) {
   const RowLayout& L = p.layout;
   const int64_t K = p.num_classes;
   at::parallel_for(0, L.rows, row_grain(L.cols * K), [&](int64_t begin, int64_t end) {
-    int64_t off[kMaxInputs];
-    for (int64_t r = begin; r < end; ++r) {
-      L.index.offsets(r, off);
+    RowCursor cursor(L.index, begin);
+    const int64_t* off = cursor.off;
+    for (int64_t r = begin; r < end; ++r, cursor.next()) {
       const T g = p.grad[r];
       const Vec neg_g(-g);
       for (int64_t d = 0; d < L.cols; ++d) {

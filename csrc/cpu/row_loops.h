@@ -2,6 +2,7 @@
 // Included only by the per-ISA kernel files (see kernels.h).
 #pragma once
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
 
 #include <algorithm>
 #include <array>
@@ -32,11 +33,7 @@ struct Lanes {
 
 template <typename T>
 inline T horizontal_sum(const Vectorized<T>& v) {
-  __at_align__ T buf[Vectorized<T>::size()];
-  v.store(buf);
-  T s = 0;
-  for (int i = 0; i < Vectorized<T>::size(); ++i) s += buf[i];
-  return s;
+  return at::vec::vec_reduce_all<T>([](const Vectorized<T>& a, const Vectorized<T>& b) { return a + b; }, v);
 }
 
 // For every row r and column chunk j: body(row_value, inputs) -> Lanes. Stores the elementwise
@@ -50,10 +47,10 @@ void row_loop(const RowLayout& L, const std::array<const T*, NIN>& in, const T* 
   constexpr int64_t W = Vec::size();
   const int64_t cols = L.cols;
   at::parallel_for(0, L.rows, row_grain(cols), [&](int64_t begin, int64_t end) {
-    int64_t off[kMaxInputs];
+    RowCursor cursor(L.index, begin);
+    const int64_t* off = cursor.off;
     std::array<Vec, NIN> v;
-    for (int64_t r = begin; r < end; ++r) {
-      L.index.offsets(r, off);
+    for (int64_t r = begin; r < end; ++r, cursor.next()) {
       const Vec rv = row_in ? Vec(row_in[r]) : Vec(T(0));
       Vec acc(T(0));
       const int64_t base = r * cols;

@@ -28,6 +28,30 @@ struct RowIndexer {
   }
 };
 
+// Walks consecutive rows without a division per row (CPU loops over contiguous row ranges).
+struct RowCursor {
+  const RowIndexer& index;
+  int64_t idx[kMaxRowDims] = {};
+  int64_t off[kMaxInputs] = {};
+
+  DGM_HD RowCursor(const RowIndexer& ix, int64_t row) : index(ix) {
+    index.offsets(row, off);
+    for (int d = index.ndim - 1; d >= 0; --d) {
+      idx[d] = row % index.sizes[d];
+      row /= index.sizes[d];
+    }
+  }
+
+  DGM_HD void next() {
+    for (int d = index.ndim - 1; d >= 0; --d) {
+      for (int i = 0; i < index.n_inputs; ++i) off[i] += index.strides[i][d];
+      if (++idx[d] < index.sizes[d]) return;
+      for (int i = 0; i < index.n_inputs; ++i) off[i] -= index.strides[i][d] * index.sizes[d];
+      idx[d] = 0;
+    }
+  }
+};
+
 // A batch of `rows` rows of `cols` elements each, read from up to kMaxInputs strided inputs.
 // col_stride[i] is the element stride along the columns of input i: 0 (broadcast along the
 // row) or 1 (contiguous) for every op except categorical_log_prob, whose columns are
