@@ -47,10 +47,10 @@ TORCH_LIBRARY(dgm_ext, m) {
   m.def(
       "affine_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor s,"
       " Tensor t, Tensor mask, bool reverse, bool[3] needs) -> (Tensor, Tensor, Tensor)");
-  // Returns (z_K, logdet, pre-activations (N, K)); the last is saved for the backward.
+  // Returns (z_K, logdet, activations h (N, K)); the last is saved for the backward.
   m.def("planar_flow(Tensor z, Tensor u, Tensor w, Tensor b) -> (Tensor, Tensor, Tensor)");
   m.def(
-      "planar_flow_backward(Tensor grad_z, Tensor grad_logdet, Tensor z_out, Tensor preact,"
+      "planar_flow_backward(Tensor grad_z, Tensor grad_logdet, Tensor z_out, Tensor act,"
       " Tensor u, Tensor w, Tensor b) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 

@@ -312,27 +312,27 @@ def test_coupling_backward_wrong_grad_logdet_raises():
 
 @pytest.mark.parametrize(
     "bad,arg",
-    [("preact", "'preact'"), ("grad_z", "'grad_z'"), ("grad_logdet", "'grad_logdet'")],
+    [("act", "'act'"), ("grad_z", "'grad_z'"), ("grad_logdet", "'grad_logdet'")],
 )
 def test_planar_backward_wrong_shapes_raise(bad, arg):
     z, u, w, b = r(5, 3), r(2, 3) * 0.3, r(2, 3) * 0.3, r(2) * 0.3
-    z_out, logdet, preact = LIB.planar_flow(z, u, w, b)
+    z_out, logdet, act = LIB.planar_flow(z, u, w, b)
     kw = {
         "grad_z": torch.ones_like(z_out),
         "grad_logdet": torch.ones_like(logdet),
-        "preact": preact,
+        "act": act,
     }
     kw[bad] = kw[bad][:-1]
     with pytest.raises(ValueError, match=arg):
-        LIB.planar_flow_backward(kw["grad_z"], kw["grad_logdet"], z_out, kw["preact"], u, w, b)
+        LIB.planar_flow_backward(kw["grad_z"], kw["grad_logdet"], z_out, kw["act"], u, w, b)
 
 
 def test_planar_backward_wrong_u_shape_raises():
     z, u, w, b = r(5, 3), r(2, 3) * 0.3, r(2, 3) * 0.3, r(2) * 0.3
-    z_out, logdet, preact = LIB.planar_flow(z, u, w, b)
+    z_out, logdet, act = LIB.planar_flow(z, u, w, b)
     with pytest.raises(ValueError, match="'u'"):
         LIB.planar_flow_backward(
-            torch.ones_like(z_out), torch.ones_like(logdet), z_out, preact, r(2, 4), w, b
+            torch.ones_like(z_out), torch.ones_like(logdet), z_out, act, r(2, 4), w, b
         )
 
 

@@ -604,11 +604,11 @@ std::tuple<Tensor, Tensor, Tensor> planar_flow(const Tensor& z, const Tensor& u,
   const int64_t n = z.size(0), d = z.size(1), K = u.size(0);
   Tensor z_out = at::empty({n, d}, z.options());
   Tensor logdet = at::zeros({n}, z.options());
-  Tensor preact = at::empty({n, K}, z.options());
-  if (n == 0) return {z_out, logdet, preact};
+  Tensor act = at::empty({n, K}, z.options());
+  if (n == 0) return {z_out, logdet, act};
   if (K == 0 || d == 0) {
     z_out.copy_(z);
-    return {z_out, logdet, preact};
+    return {z_out, logdet, act};
   }
   [[maybe_unused]] const auto device_guard = launch_guard<B>(z);
   B::dispatch(z.scalar_type(), op, [&](auto* tag) {
@@ -623,27 +623,27 @@ std::tuple<Tensor, Tensor, Tensor> planar_flow(const Tensor& z, const Tensor& u,
     p.b = cptr<T>(bc);
     p.z_out = z_out.mutable_data_ptr<T>();
     p.logdet = logdet.mutable_data_ptr<T>();
-    p.preact = preact.mutable_data_ptr<T>();
+    p.act = act.mutable_data_ptr<T>();
     B::planar_fwd(p);
   });
-  return {z_out, logdet, preact};
+  return {z_out, logdet, act};
 }
 
 template <class B>
 std::tuple<Tensor, Tensor, Tensor, Tensor> planar_flow_backward(
-    const Tensor& grad_z, const Tensor& grad_logdet, const Tensor& z_out, const Tensor& preact,
+    const Tensor& grad_z, const Tensor& grad_logdet, const Tensor& z_out, const Tensor& act,
     const Tensor& u, const Tensor& w, const Tensor& b) {
   const char* op = "planar_flow_backward";
   checks_floating<B>(op, {{"z_out", z_out}, {"grad_z", grad_z}, {"grad_logdet", grad_logdet},
-                          {"preact", preact}, {"u", u}, {"w", w}, {"b", b}});
+                          {"act", act}, {"u", u}, {"w", w}, {"b", b}});
   check_planar_shapes(z_out, u, w, b, op);
   const int64_t n = z_out.size(0), d = z_out.size(1), K = u.size(0);
   TORCH_CHECK_VALUE(grad_z.sizes() == z_out.sizes(), "dgm_ext.", op,
                     ": 'grad_z' must have shape ", shape_str(z_out.sizes()));
   TORCH_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == n, "dgm_ext.", op,
                     ": 'grad_logdet' must have shape (", n, ",)");
-  TORCH_CHECK_VALUE(preact.dim() == 2 && preact.size(0) == n && preact.size(1) == K, "dgm_ext.",
-                    op, ": 'preact' must have shape (", n, ", ", K, ")");
+  TORCH_CHECK_VALUE(act.dim() == 2 && act.size(0) == n && act.size(1) == K, "dgm_ext.",
+                    op, ": 'act' must have shape (", n, ", ", K, ")");
   Tensor gz = at::empty({n, d}, z_out.options());
   Tensor gu = at::zeros({K, d}, z_out.options());
   Tensor gw = at::zeros({K, d}, z_out.options());
@@ -654,7 +654,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> planar_flow_backward(
     return {gz, gu, gw, gb};
   }
   const Tensor gzc = grad_z.contiguous(), gldc = grad_logdet.contiguous(),
-               zoc = z_out.contiguous(), pc = preact.contiguous(), uc = u.contiguous(),
+               zoc = z_out.contiguous(), pc = act.contiguous(), uc = u.contiguous(),
                wc = w.contiguous(), bc = b.contiguous();
   [[maybe_unused]] const auto device_guard = launch_guard<B>(z_out);
   B::dispatch(z_out.scalar_type(), op, [&](auto* tag) {
@@ -669,7 +669,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> planar_flow_backward(
     p.grad_z = cptr<T>(gzc);
     p.grad_logdet = cptr<T>(gldc);
     p.z_final = cptr<T>(zoc);
-    p.preact_in = cptr<T>(pc);
+    p.act_in = cptr<T>(pc);
     p.grad_z_in = gz.mutable_data_ptr<T>();
     p.grad_u = gu.mutable_data_ptr<T>();
     p.grad_w = gw.mutable_data_ptr<T>();

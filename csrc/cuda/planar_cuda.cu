@@ -5,8 +5,8 @@
 // products w_k.z and g_z.u_k are xor-butterfly reductions inside the group (every thread gets
 // the same bits). u_k.w_k is computed once per launch into the workspace.
 //
-// Backward: the layers are walked in reverse, reconstructing z_{k-1} = z_k - u_k tanh(a_k) from
-// the saved pre-activations. The parameter gradients (grad_u, grad_w, grad_b: P = K(2d+1)
+// Backward: the layers are walked in reverse, reconstructing z_{k-1} = z_k - u_k h_k from
+// the saved activations h_k. The parameter gradients (grad_u, grad_w, grad_b: P = K(2d+1)
 // values summed over the N rows) use a deterministic two-stage reduction: the rows are cut
 // into chunks whose count and size depend only on (N, d, K, dtype); one warp owns a chunk and
 // adds, per layer, the xor-reduced sum of its rows' contributions into that chunk's slice of a
@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kBlock)
         if (j < d) z[i] += to_acc(uk[j]) * h;
       }
       ld += math::planar_logdet_term(h, uw[k]);
-      if (valid && lane == 0) p.preact[r * K + k] = from_acc<T>(pre);
+      if (valid && lane == 0) p.act[r * K + k] = from_acc<T>(h);
     }
     if (valid) {
 #pragma unroll
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kBlock)
       for (int64_t k = K - 1; k >= 0; --k) {
         const T* uk = p.u + k * d;
         const T* wk = p.w + k * d;
-        const A h = valid ? math::tanh_(to_acc(p.preact_in[r * K + k])) : A(0);
+        const A h = valid ? to_acc(p.act_in[r * K + k]) : A(0);
         A zprev[PER];
         A part_gzu = A(0);
 #pragma unroll

@@ -199,7 +199,7 @@ def _(z, u, w, b):
 
 
 @torch.library.register_fake("dgm_ext::planar_flow_backward")
-def _(grad_z, grad_logdet, z_out, preact, u, w, b):
+def _(grad_z, grad_logdet, z_out, act, u, w, b):
     _planar_check("planar_flow_backward", z_out, u, w, b)
     return (
         z_out.new_empty(z_out.shape),
@@ -297,17 +297,17 @@ def _coupling_bwd(ctx, grad_y, grad_logdet):
 
 def _planar_setup(ctx, inputs, output):
     _z, u, w, b = inputs
-    z_out, _logdet, preact = output
-    ctx.save_for_backward(z_out, preact, u, w, b)
+    z_out, _logdet, act = output
+    ctx.save_for_backward(z_out, act, u, w, b)
 
 
-def _planar_bwd(ctx, grad_z, grad_logdet, _grad_preact):
-    z_out, preact, u, w, b = ctx.saved_tensors
+def _planar_bwd(ctx, grad_z, grad_logdet, _grad_act):
+    z_out, act, u, w, b = ctx.saved_tensors
     if grad_z is None:
         grad_z = torch.zeros_like(z_out)
     if grad_logdet is None:
         grad_logdet = z_out.new_zeros(z_out.shape[:1])
-    return _ops.planar_flow_backward(grad_z, grad_logdet, z_out, preact, u, w, b)
+    return _ops.planar_flow_backward(grad_z, grad_logdet, z_out, act, u, w, b)
 
 
 torch.library.register_autograd(

@@ -217,8 +217,12 @@ DGM_HD void coupling_grad(V x, V s, V t, V m, bool reverse, V g_y, V g_ld, V& g_
 // Given the pre-activation a = w.z + b and uw = u.w: h = tanh(a) and the log-det term
 // log|1 + (1 - h^2) uw|.
 template <typename V>
+DGM_HD V planar_det(V h, V uw) {
+  return V(1) + (V(1) - h * h) * uw;
+}
+template <typename V>
 DGM_HD V planar_logdet_term(V h, V uw) {
-  return log_(abs_(V(1) + (V(1) - h * h) * uw));
+  return log_(abs_(planar_det(h, uw)));
 }
 // Backward of one layer. In: gz_dot_u = g_z.u, upstream g_ld, h, uw. Out: g_a (gradient of the
 // pre-activation) and coef = g_ld h' / det (so that dL/du += coef w, dL/dw += coef u).

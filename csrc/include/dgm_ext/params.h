@@ -183,12 +183,12 @@ struct PlanarParams {
   const T* b = nullptr;  // (k)
   T* z_out = nullptr;    // (n, d)
   T* logdet = nullptr;   // (n)
-  T* preact = nullptr;   // (n, k) pre-activations w_k . z_{k-1} + b_k, saved for the backward
+  T* act = nullptr;      // (n, k) activations h_k = tanh(w_k . z_{k-1} + b_k), for the backward
   // backward
   const T* grad_z = nullptr;       // (n, d)
   const T* grad_logdet = nullptr;  // (n)
   const T* z_final = nullptr;      // (n, d) forward output
-  const T* preact_in = nullptr;    // (n, k)
+  const T* act_in = nullptr;       // (n, k)
   T* grad_z_in = nullptr;          // (n, d)
   T* grad_u = nullptr;             // (k, d)
   T* grad_w = nullptr;             // (k, d)
