@@ -23,6 +23,9 @@ __all__ = ["build_parser", "main"]
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="MNIST folder (default: $DGM_EXT_DATA)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--data-seed", type=int, default=0, help="seed of the static binarisation (default 0)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument(
         "--ops",
@@ -124,6 +127,7 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
         name="train-vae",
         out=out,
         seed=args.seed,
+        data_seed=args.data_seed,
         data_root=args.data_root,
         ops=args.ops,
         progress=not args.no_progress,
@@ -166,7 +170,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     variant = args.variant or _default_variant(model.config.likelihood)
     if model.config.likelihood == "categorical" and args.variant is None:
         variant = "grey"
-    data = load_mnist(split=args.split, variant=variant, root=args.data_root, seed=args.seed)
+    data = load_mnist(split=args.split, variant=variant, root=args.data_root, seed=args.data_seed)
     res: dict = {"checkpoint": str(path), "split": args.split, "variant": variant}
     res["elbo"] = evaluate_elbo(model, data, limit=args.limit)
     if args.k > 0:
@@ -197,6 +201,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         train_size=args.train_size,
         val_size=args.val_size,
+        data_seed=args.data_seed,
     )
     print(f"wall time {res['wall_time_s']:.1f} s")
     return 0

@@ -31,7 +31,8 @@ class RunContext:
     """Options of one experiment run, handed to the experiment's ``run``.
 
     ``epochs``/``k``/``ops``/``train_size``/``val_size`` override the experiment's defaults
-    when not ``None`` (sizes keep the first N images of the split);
+    when not ``None`` (sizes keep the first N images of the split); ``data_seed`` fixes the
+    static binarisation independently of the training ``seed``;
     ``quick`` asks for the small (< 1 minute on a laptop CPU) version.
     """
 
@@ -47,6 +48,7 @@ class RunContext:
     checkpoint: str | None = None
     train_size: int | None = None
     val_size: int | None = None
+    data_seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def path(self, *parts: str) -> Path:
@@ -113,7 +115,7 @@ def load_splits(
     n_val = ctx.val_size if ctx.val_size is not None else n_val
     out = []
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        ds = load_mnist(split=split, variant=variant, root=ctx.data_root, seed=ctx.seed)
+        ds = load_mnist(split=split, variant=variant, root=ctx.data_root, seed=ctx.data_seed)
         out.append(cut(ds, n))
     return tuple(out)
 
