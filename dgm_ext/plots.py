@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -44,11 +45,12 @@ def save_image_grid(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = grid.shape
-    fig, ax = plt.subplots(figsize=(max(2.0, scale * w / 30), max(2.0, scale * h / 30) + 0.4))
+    width = max(2.0, scale * w / 30)
+    fig, ax = plt.subplots(figsize=(width, max(2.0, scale * h / 30) + 0.6))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
-    if title:
-        ax.set_title(title)
+    if title:  # wrapped to the figure width
+        ax.set_title("\n".join(textwrap.wrap(title, max(20, int(width * 13)))), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
