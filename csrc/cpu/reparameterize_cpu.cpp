@@ -15,7 +15,8 @@ void reparam_fwd_impl(const ReparamParams<T>& p) {
 
 template <typename T>
 void reparam_bwd_impl(const ReparamParams<T>& p) {
-  row_loop<T, 4, 3>(p.layout, {p.mu, p.logvar, p.eps, p.grad}, nullptr, nullptr,
+  // mu is not needed by the gradient formulas: its slot stays null so it is never read.
+  row_loop<T, 4, 3>(p.layout, {nullptr, p.logvar, p.eps, p.grad}, nullptr, nullptr,
                     {p.grad_mu, p.grad_logvar, p.grad_eps}, [](auto, const auto& v) {
                       using V = std::decay_t<decltype(v[0])>;
                       V gm, glv, ge;

@@ -39,7 +39,8 @@ inline T horizontal_sum(const Vectorized<T>& v) {
 // For every row r and column chunk j: body(row_value, inputs) -> Lanes. Stores the elementwise
 // results into out[k][r * cols + j] (skipped where out[k] is null) and, when row_out is not
 // null, row_out[r] = sum over the row of row_term. row_in (may be null) is a per-row scalar
-// (the incoming gradient in the backward kernels), broadcast to the body.
+// (the incoming gradient in the backward kernels), broadcast to the body. A null input pointer
+// is not read (its lanes stay zero): the layout keeps its slot so offsets still line up.
 template <typename T, size_t NIN, size_t NOUT, typename Body>
 void row_loop(const RowLayout& L, const std::array<const T*, NIN>& in, const T* row_in,
               T* row_out, const std::array<T*, NOUT>& out, const Body& body) {
@@ -49,7 +50,7 @@ void row_loop(const RowLayout& L, const std::array<const T*, NIN>& in, const T* 
   at::parallel_for(0, L.rows, row_grain(cols), [&](int64_t begin, int64_t end) {
     RowCursor cursor(L.index, begin);
     const int64_t* off = cursor.off;
-    std::array<Vec, NIN> v;
+    std::array<Vec, NIN> v{};
     for (int64_t r = begin; r < end; ++r, cursor.next()) {
       const Vec rv = row_in ? Vec(row_in[r]) : Vec(T(0));
       Vec acc(T(0));
@@ -57,6 +58,7 @@ void row_loop(const RowLayout& L, const std::array<const T*, NIN>& in, const T* 
       int64_t j = 0;
       for (; j + W <= cols; j += W) {
         for (size_t i = 0; i < NIN; ++i) {
+          if (!in[i]) continue;  // input the body does not read
           const T* p = in[i] + off[i];
           v[i] = L.col_stride[i] == 0 ? Vec(p[0]) : Vec::loadu(p + j);
         }
@@ -69,6 +71,7 @@ void row_loop(const RowLayout& L, const std::array<const T*, NIN>& in, const T* 
       if (j < cols) {
         const int64_t n = cols - j;
         for (size_t i = 0; i < NIN; ++i) {
+          if (!in[i]) continue;
           const T* p = in[i] + off[i];
           v[i] = L.col_stride[i] == 0 ? Vec(p[0]) : Vec::loadu(p + j, n);
         }

@@ -16,8 +16,9 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
-    """sum_d x log sigmoid(l) + (1 - x) log sigmoid(-l)."""
-    return (x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits)).sum(-1)
+    """sum_d x log sigmoid(l) + (1 - x) log sigmoid(-l), via PyTorch's fused BCE-with-logits."""
+    logits, x = torch.broadcast_tensors(logits, x)
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:

@@ -26,6 +26,8 @@ namespace math {
 DGM_UNARY(exp_, expf, exp)
 DGM_UNARY(log_, logf, log)
 DGM_UNARY(log1p_, log1pf, log1p)
+// log1p for arguments in [0, 1] (SIMD versions may use a faster series there).
+DGM_UNARY(log1p_unit_, log1pf, log1p)
 DGM_UNARY(tanh_, tanhf, tanh)
 DGM_UNARY(abs_, fabsf, fabs)
 #undef DGM_UNARY
@@ -46,7 +48,7 @@ constexpr double kHalfLog2Pi = 0.91893853320467274178032973640562;
 // log(1 + e^l) without overflow for any l.
 template <typename V>
 DGM_HD V softplus(V l) {
-  return max_(l, V(0)) + log1p_(exp_(-abs_(l)));
+  return max_(l, V(0)) + log1p_unit_(exp_(-abs_(l)));
 }
 
 // 1 / (1 + e^-l) without overflow for any l.
