@@ -23,6 +23,8 @@ def main(path: str) -> None:
     copy_bw = None
     for b in data["benchmarks"]:
         info = b["extra_info"]
+        if "provider" not in info:  # not an op benchmark (e.g. the VAE trainer's)
+            continue
         med = b["stats"]["median"]
         if info["provider"] == "copy":
             copy_bw = info["bytes"] / med
