@@ -23,7 +23,7 @@ def main(path: str) -> None:
     copy_bw = None
     for b in data["benchmarks"]:
         info = b["extra_info"]
-        if "provider" not in info:  # not an op benchmark (e.g. the VAE trainer's)
+        if "case" not in info or "mode" not in info:  # not an op benchmark (e.g. the VAE trainer's)
             continue
         med = b["stats"]["median"]
         if info["provider"] == "copy":
