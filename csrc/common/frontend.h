@@ -9,6 +9,7 @@
 //       // CUDA device guard) that the frontend keeps alive until the kernels are enqueued
 #pragma once
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <array>
 #include <tuple>
@@ -679,4 +680,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> planar_flow_backward(
   return {gz, gu, gw, gb};
 }
 
+// Registers every op's frontend with a backend's kernels: one list for CPU and CUDA.
+template <class B>
+void register_ops(torch::Library& m) {
+  m.impl("bernoulli_log_prob", &bernoulli_log_prob<B>);
+  m.impl("bernoulli_log_prob_backward", &bernoulli_log_prob_backward<B>);
+  m.impl("gaussian_log_prob", &gaussian_log_prob<B>);
+  m.impl("gaussian_log_prob_backward", &gaussian_log_prob_backward<B>);
+  m.impl("beta_log_prob", &beta_log_prob<B>);
+  m.impl("beta_log_prob_backward", &beta_log_prob_backward<B>);
+  m.impl("categorical_log_prob", &categorical_log_prob<B>);
+  m.impl("categorical_log_prob_backward", &categorical_log_prob_backward<B>);
+  m.impl("kl_normal_std", &kl_normal_std<B>);
+  m.impl("kl_normal_std_backward", &kl_normal_std_backward<B>);
+  m.impl("kl_normal", &kl_normal<B>);
+  m.impl("kl_normal_backward", &kl_normal_backward<B>);
+  m.impl("reparameterize", &reparameterize<B>);
+  m.impl("reparameterize_backward", &reparameterize_backward<B>);
+  m.impl("affine_coupling", &affine_coupling<B>);
+  m.impl("affine_coupling_backward", &affine_coupling_backward<B>);
+  m.impl("planar_flow", &planar_flow<B>);
+  m.impl("planar_flow_backward", &planar_flow_backward<B>);
+}
+
 }  // namespace dgm_ext::frontend
+

@@ -35,25 +35,7 @@ struct CpuBackend {
 };
 
 TORCH_LIBRARY_IMPL(dgm_ext, CPU, m) {
-  namespace fe = dgm_ext::frontend;
-  m.impl("bernoulli_log_prob", &fe::bernoulli_log_prob<CpuBackend>);
-  m.impl("bernoulli_log_prob_backward", &fe::bernoulli_log_prob_backward<CpuBackend>);
-  m.impl("gaussian_log_prob", &fe::gaussian_log_prob<CpuBackend>);
-  m.impl("gaussian_log_prob_backward", &fe::gaussian_log_prob_backward<CpuBackend>);
-  m.impl("beta_log_prob", &fe::beta_log_prob<CpuBackend>);
-  m.impl("beta_log_prob_backward", &fe::beta_log_prob_backward<CpuBackend>);
-  m.impl("categorical_log_prob", &fe::categorical_log_prob<CpuBackend>);
-  m.impl("categorical_log_prob_backward", &fe::categorical_log_prob_backward<CpuBackend>);
-  m.impl("kl_normal_std", &fe::kl_normal_std<CpuBackend>);
-  m.impl("kl_normal_std_backward", &fe::kl_normal_std_backward<CpuBackend>);
-  m.impl("kl_normal", &fe::kl_normal<CpuBackend>);
-  m.impl("kl_normal_backward", &fe::kl_normal_backward<CpuBackend>);
-  m.impl("reparameterize", &fe::reparameterize<CpuBackend>);
-  m.impl("reparameterize_backward", &fe::reparameterize_backward<CpuBackend>);
-  m.impl("affine_coupling", &fe::affine_coupling<CpuBackend>);
-  m.impl("affine_coupling_backward", &fe::affine_coupling_backward<CpuBackend>);
-  m.impl("planar_flow", &fe::planar_flow<CpuBackend>);
-  m.impl("planar_flow_backward", &fe::planar_flow_backward<CpuBackend>);
+  dgm_ext::frontend::register_ops<CpuBackend>(m);
 }
 
 }  // namespace dgm_ext::cpu

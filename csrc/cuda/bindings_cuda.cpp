@@ -118,25 +118,7 @@ struct CudaBackend {
 };
 
 TORCH_LIBRARY_IMPL(dgm_ext, CUDA, m) {
-  namespace fe = dgm_ext::frontend;
-  m.impl("bernoulli_log_prob", &fe::bernoulli_log_prob<CudaBackend>);
-  m.impl("bernoulli_log_prob_backward", &fe::bernoulli_log_prob_backward<CudaBackend>);
-  m.impl("gaussian_log_prob", &fe::gaussian_log_prob<CudaBackend>);
-  m.impl("gaussian_log_prob_backward", &fe::gaussian_log_prob_backward<CudaBackend>);
-  m.impl("beta_log_prob", &fe::beta_log_prob<CudaBackend>);
-  m.impl("beta_log_prob_backward", &fe::beta_log_prob_backward<CudaBackend>);
-  m.impl("categorical_log_prob", &fe::categorical_log_prob<CudaBackend>);
-  m.impl("categorical_log_prob_backward", &fe::categorical_log_prob_backward<CudaBackend>);
-  m.impl("kl_normal_std", &fe::kl_normal_std<CudaBackend>);
-  m.impl("kl_normal_std_backward", &fe::kl_normal_std_backward<CudaBackend>);
-  m.impl("kl_normal", &fe::kl_normal<CudaBackend>);
-  m.impl("kl_normal_backward", &fe::kl_normal_backward<CudaBackend>);
-  m.impl("reparameterize", &fe::reparameterize<CudaBackend>);
-  m.impl("reparameterize_backward", &fe::reparameterize_backward<CudaBackend>);
-  m.impl("affine_coupling", &fe::affine_coupling<CudaBackend>);
-  m.impl("affine_coupling_backward", &fe::affine_coupling_backward<CudaBackend>);
-  m.impl("planar_flow", &fe::planar_flow<CudaBackend>);
-  m.impl("planar_flow_backward", &fe::planar_flow_backward<CudaBackend>);
+  dgm_ext::frontend::register_ops<CudaBackend>(m);
 }
 
 }  // namespace dgm_ext::cuda
