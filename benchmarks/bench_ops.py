@@ -33,7 +33,7 @@ def test_op(benchmark, case, provider, mode):
         quick=QUICK,
         floor_bytes=floor_bytes(case, mode),
     )
-    benchmark.pedantic(run, rounds=3 if QUICK else 15, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(run, rounds=3 if QUICK else 30, iterations=1, warmup_rounds=1)
 
 
 def test_copy_bandwidth(benchmark):
