@@ -53,78 +53,103 @@ void checks_floating(const char* op, const std::vector<NamedTensor>& args) {
   for (size_t i = 1; i < args.size(); ++i) check_like(args[i], args[0], op);
 }
 
+// Runs body(T*) for the storage type T of `like`, under the backend's device guard.
+template <class B, class F>
+void launch(const char* op, const Tensor& like, F&& body) {
+  [[maybe_unused]] const auto device_guard = launch_guard<B>(like);
+  B::dispatch(like.scalar_type(), op, body);
+}
+
+// Forward of a row-reduction op (one value per row of (*B, D) inputs): checks, broadcasting,
+// a zeroed (*B) output, then body(T*, prep, out) fills the params and runs the kernel.
+template <class B, class F>
+Tensor reduce_forward(const char* op, const std::vector<NamedTensor>& args, F&& body) {
+  checks_floating<B>(op, args);
+  RowPrep prep = prepare_rows(op, args, 1);
+  Tensor out = at::zeros(prep.batch_shape, args[0].tensor.options());
+  if (prep.layout.rows > 0 && prep.layout.cols > 0) {
+    launch<B>(op, args[0].tensor, [&](auto* tag) { body(tag, prep, out); });
+  }
+  return out;
+}
+
+// Backward of a row-reduction op: `args` are the op's inputs followed by the (*B) gradient;
+// returns N gradient buffers of the broadcast shape (empty where not needed), filled by
+// body(T*, prep, grad_rows, grads).
+template <class B, size_t N, class F>
+std::array<Tensor, N> reduce_backward(const char* op, const std::vector<NamedTensor>& args,
+                                      std::array<bool, N> needs, F&& body) {
+  checks_floating<B>(op, args);
+  const std::vector<NamedTensor> inputs(args.begin(), args.end() - 1);
+  RowPrep prep = prepare_rows(op, inputs, 1);
+  Tensor g = row_vector(args.back().tensor, prep, op);
+  const Tensor& like = args[0].tensor;
+  std::array<Tensor, N> grads;
+  bool any = false;
+  for (size_t i = 0; i < N; ++i) {
+    grads[i] = grad_buffer(needs[i], prep.full_shape, like);
+    any = any || needs[i];
+  }
+  if (prep.layout.rows > 0 && prep.layout.cols > 0 && any) {
+    launch<B>(op, like, [&](auto* tag) { body(tag, prep, g, grads); });
+  }
+  return grads;
+}
+
 // ---------------------------------------------------------------- Bernoulli
 template <class B>
 Tensor bernoulli_log_prob(const Tensor& logits, const Tensor& x) {
-  const char* op = "bernoulli_log_prob";
-  const std::vector<NamedTensor> args{{"logits", logits}, {"x", x}};
-  checks_floating<B>(op, args);
-  TORCH_CHECK_VALUE(logits.dim() >= 1, "dgm_ext.", op,
-                    ": 'logits' must have at least 1 dimension (*B, D), got a scalar");
-  RowPrep prep = prepare_rows(op, args, 1);
-  Tensor out = at::zeros(prep.batch_shape, logits.options());
-  if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(logits);
-  B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    BernoulliParams<T> p;
-    p.layout = prep.layout;
-    p.logits = cptr<T>(prep.inputs[0]);
-    p.x = cptr<T>(prep.inputs[1]);
-    p.out = out.mutable_data_ptr<T>();
-    B::bernoulli_fwd(p);
-  });
-  return out;
+  check_floating({"logits", logits}, "bernoulli_log_prob", B::kAllowHalf);  // dtype errors first
+  TORCH_CHECK_VALUE(logits.dim() >= 1, "dgm_ext.bernoulli_log_prob: 'logits' must have at ",
+                    "least 1 dimension (*B, D), got a scalar");
+  return reduce_forward<B>(
+      "bernoulli_log_prob", {{"logits", logits}, {"x", x}},
+      [](auto* tag, const RowPrep& prep, Tensor& out) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        BernoulliParams<T> p;
+        p.layout = prep.layout;
+        p.logits = cptr<T>(prep.inputs[0]);
+        p.x = cptr<T>(prep.inputs[1]);
+        p.out = out.mutable_data_ptr<T>();
+        B::bernoulli_fwd(p);
+      });
 }
 
 template <class B>
 std::tuple<Tensor, Tensor> bernoulli_log_prob_backward(const Tensor& grad, const Tensor& logits,
                                                        const Tensor& x,
                                                        std::array<bool, 2> needs) {
-  const char* op = "bernoulli_log_prob_backward";
-  const std::vector<NamedTensor> args{{"logits", logits}, {"x", x}, {"grad", grad}};
-  checks_floating<B>(op, args);
-  RowPrep prep = prepare_rows(op, {args[0], args[1]}, 1);
-  Tensor g = row_vector(grad, prep, op);
-  Tensor gl = grad_buffer(needs[0], prep.full_shape, logits);
-  Tensor gx = grad_buffer(needs[1], prep.full_shape, logits);
-  if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1])) return {gl, gx};
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(logits);
-  B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    BernoulliParams<T> p;
-    p.layout = prep.layout;
-    p.logits = cptr<T>(prep.inputs[0]);
-    p.x = cptr<T>(prep.inputs[1]);
-    p.grad = cptr<T>(g);
-    p.grad_logits = opt_ptr<T>(gl);
-    p.grad_x = opt_ptr<T>(gx);
-    B::bernoulli_bwd(p);
-  });
-  return {gl, gx};
+  const auto gs = reduce_backward<B>(
+      "bernoulli_log_prob_backward", {{"logits", logits}, {"x", x}, {"grad", grad}}, needs,
+      [](auto* tag, const RowPrep& prep, const Tensor& g, std::array<Tensor, 2>& out) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        BernoulliParams<T> p;
+        p.layout = prep.layout;
+        p.logits = cptr<T>(prep.inputs[0]);
+        p.x = cptr<T>(prep.inputs[1]);
+        p.grad = cptr<T>(g);
+        p.grad_logits = opt_ptr<T>(out[0]);
+        p.grad_x = opt_ptr<T>(out[1]);
+        B::bernoulli_bwd(p);
+      });
+  return {gs[0], gs[1]};
 }
 
 // ---------------------------------------------------------------- Gaussian
 template <class B>
 Tensor gaussian_log_prob(const Tensor& x, const Tensor& mean, const Tensor& logvar) {
-  const char* op = "gaussian_log_prob";
-  const std::vector<NamedTensor> args{{"x", x}, {"mean", mean}, {"logvar", logvar}};
-  checks_floating<B>(op, args);
-  RowPrep prep = prepare_rows(op, args, 1);
-  Tensor out = at::zeros(prep.batch_shape, x.options());
-  if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
-  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    GaussianParams<T> p;
-    p.layout = prep.layout;
-    p.x = cptr<T>(prep.inputs[0]);
-    p.mean = cptr<T>(prep.inputs[1]);
-    p.logvar = cptr<T>(prep.inputs[2]);
-    p.out = out.mutable_data_ptr<T>();
-    B::gaussian_fwd(p);
-  });
-  return out;
+  return reduce_forward<B>(
+      "gaussian_log_prob", {{"x", x}, {"mean", mean}, {"logvar", logvar}},
+      [](auto* tag, const RowPrep& prep, Tensor& out) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        GaussianParams<T> p;
+        p.layout = prep.layout;
+        p.x = cptr<T>(prep.inputs[0]);
+        p.mean = cptr<T>(prep.inputs[1]);
+        p.logvar = cptr<T>(prep.inputs[2]);
+        p.out = out.mutable_data_ptr<T>();
+        B::gaussian_fwd(p);
+      });
 }
 
 template <class B>
@@ -132,32 +157,23 @@ std::tuple<Tensor, Tensor, Tensor> gaussian_log_prob_backward(const Tensor& grad
                                                               const Tensor& mean,
                                                               const Tensor& logvar,
                                                               std::array<bool, 3> needs) {
-  const char* op = "gaussian_log_prob_backward";
-  const std::vector<NamedTensor> args{
-      {"x", x}, {"mean", mean}, {"logvar", logvar}, {"grad", grad}};
-  checks_floating<B>(op, args);
-  RowPrep prep = prepare_rows(op, {args[0], args[1], args[2]}, 1);
-  Tensor g = row_vector(grad, prep, op);
-  Tensor gx = grad_buffer(needs[0], prep.full_shape, x);
-  Tensor gm = grad_buffer(needs[1], prep.full_shape, x);
-  Tensor glv = grad_buffer(needs[2], prep.full_shape, x);
-  if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
-    return {gx, gm, glv};
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
-  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    GaussianParams<T> p;
-    p.layout = prep.layout;
-    p.x = cptr<T>(prep.inputs[0]);
-    p.mean = cptr<T>(prep.inputs[1]);
-    p.logvar = cptr<T>(prep.inputs[2]);
-    p.grad = cptr<T>(g);
-    p.grad_x = opt_ptr<T>(gx);
-    p.grad_mean = opt_ptr<T>(gm);
-    p.grad_logvar = opt_ptr<T>(glv);
-    B::gaussian_bwd(p);
-  });
-  return {gx, gm, glv};
+  const auto gs = reduce_backward<B>(
+      "gaussian_log_prob_backward",
+      {{"x", x}, {"mean", mean}, {"logvar", logvar}, {"grad", grad}}, needs,
+      [](auto* tag, const RowPrep& prep, const Tensor& g, std::array<Tensor, 3>& out) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        GaussianParams<T> p;
+        p.layout = prep.layout;
+        p.x = cptr<T>(prep.inputs[0]);
+        p.mean = cptr<T>(prep.inputs[1]);
+        p.logvar = cptr<T>(prep.inputs[2]);
+        p.grad = cptr<T>(g);
+        p.grad_x = opt_ptr<T>(out[0]);
+        p.grad_mean = opt_ptr<T>(out[1]);
+        p.grad_logvar = opt_ptr<T>(out[2]);
+        B::gaussian_bwd(p);
+      });
+  return {gs[0], gs[1], gs[2]};
 }
 
 // ---------------------------------------------------------------- Beta
@@ -168,59 +184,44 @@ inline void check_eps(double eps, const char* op) {
 
 template <class B>
 Tensor beta_log_prob(const Tensor& x, const Tensor& alpha, const Tensor& beta, double eps) {
-  const char* op = "beta_log_prob";
-  const std::vector<NamedTensor> args{{"x", x}, {"alpha", alpha}, {"beta", beta}};
-  checks_floating<B>(op, args);
-  check_eps(eps, op);
-  RowPrep prep = prepare_rows(op, args, 1);
-  Tensor out = at::zeros(prep.batch_shape, x.options());
-  if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
-  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    BetaParams<T> p;
-    p.layout = prep.layout;
-    p.x = cptr<T>(prep.inputs[0]);
-    p.alpha = cptr<T>(prep.inputs[1]);
-    p.beta = cptr<T>(prep.inputs[2]);
-    p.eps = eps;
-    p.out = out.mutable_data_ptr<T>();
-    B::beta_fwd(p);
-  });
-  return out;
+  check_eps(eps, "beta_log_prob");
+  return reduce_forward<B>(
+      "beta_log_prob", {{"x", x}, {"alpha", alpha}, {"beta", beta}},
+      [eps](auto* tag, const RowPrep& prep, Tensor& out) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        BetaParams<T> p;
+        p.layout = prep.layout;
+        p.x = cptr<T>(prep.inputs[0]);
+        p.alpha = cptr<T>(prep.inputs[1]);
+        p.beta = cptr<T>(prep.inputs[2]);
+        p.eps = eps;
+        p.out = out.mutable_data_ptr<T>();
+        B::beta_fwd(p);
+      });
 }
 
 template <class B>
 std::tuple<Tensor, Tensor, Tensor> beta_log_prob_backward(const Tensor& grad, const Tensor& x,
                                                           const Tensor& alpha, const Tensor& beta,
                                                           double eps, std::array<bool, 3> needs) {
-  const char* op = "beta_log_prob_backward";
-  const std::vector<NamedTensor> args{{"x", x}, {"alpha", alpha}, {"beta", beta}, {"grad", grad}};
-  checks_floating<B>(op, args);
-  check_eps(eps, op);
-  RowPrep prep = prepare_rows(op, {args[0], args[1], args[2]}, 1);
-  Tensor g = row_vector(grad, prep, op);
-  Tensor gx = grad_buffer(needs[0], prep.full_shape, x);
-  Tensor ga = grad_buffer(needs[1], prep.full_shape, x);
-  Tensor gb = grad_buffer(needs[2], prep.full_shape, x);
-  if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
-    return {gx, ga, gb};
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
-  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    BetaParams<T> p;
-    p.layout = prep.layout;
-    p.x = cptr<T>(prep.inputs[0]);
-    p.alpha = cptr<T>(prep.inputs[1]);
-    p.beta = cptr<T>(prep.inputs[2]);
-    p.eps = eps;
-    p.grad = cptr<T>(g);
-    p.grad_x = opt_ptr<T>(gx);
-    p.grad_alpha = opt_ptr<T>(ga);
-    p.grad_beta = opt_ptr<T>(gb);
-    B::beta_bwd(p);
-  });
-  return {gx, ga, gb};
+  check_eps(eps, "beta_log_prob_backward");
+  const auto gs = reduce_backward<B>(
+      "beta_log_prob_backward", {{"x", x}, {"alpha", alpha}, {"beta", beta}, {"grad", grad}},
+      needs, [eps](auto* tag, const RowPrep& prep, const Tensor& g, std::array<Tensor, 3>& out) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        BetaParams<T> p;
+        p.layout = prep.layout;
+        p.x = cptr<T>(prep.inputs[0]);
+        p.alpha = cptr<T>(prep.inputs[1]);
+        p.beta = cptr<T>(prep.inputs[2]);
+        p.eps = eps;
+        p.grad = cptr<T>(g);
+        p.grad_x = opt_ptr<T>(out[0]);
+        p.grad_alpha = opt_ptr<T>(out[1]);
+        p.grad_beta = opt_ptr<T>(out[2]);
+        B::beta_bwd(p);
+      });
+  return {gs[0], gs[1], gs[2]};
 }
 
 // ---------------------------------------------------------------- Categorical
@@ -290,8 +291,7 @@ std::tuple<Tensor, Tensor> categorical_log_prob(const Tensor& logits, const Tens
   Tensor out = at::zeros(c.rows.batch_shape, logits.options());
   Tensor lse = at::empty(c.rows.full_shape, logits.options());
   if (c.rows.layout.rows == 0 || c.rows.layout.cols == 0) return {out, lse};
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(logits);
-  B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
+  launch<B>(op, logits, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     CategoricalParams<T> p;
     p.layout = c.rows.layout;
@@ -320,8 +320,7 @@ Tensor categorical_log_prob_backward(const Tensor& grad, const Tensor& logits, c
   shape.push_back(c.K);
   Tensor gl = at::empty(shape, logits.options());
   if (c.rows.layout.rows == 0 || c.rows.layout.cols == 0) return gl;
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(logits);
-  B::dispatch(logits.scalar_type(), op, [&](auto* tag) {
+  launch<B>(op, logits, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     CategoricalParams<T> p;
     p.layout = c.rows.layout;
@@ -339,111 +338,80 @@ Tensor categorical_log_prob_backward(const Tensor& grad, const Tensor& logits, c
 // ---------------------------------------------------------------- KL divergences
 template <class B>
 Tensor kl_normal_std(const Tensor& mu, const Tensor& logvar) {
-  const char* op = "kl_normal_std";
-  const std::vector<NamedTensor> args{{"mu", mu}, {"logvar", logvar}};
-  checks_floating<B>(op, args);
-  RowPrep prep = prepare_rows(op, args, 1);
-  Tensor out = at::zeros(prep.batch_shape, mu.options());
-  if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu);
-  B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    KlStdParams<T> p;
-    p.layout = prep.layout;
-    p.mu = cptr<T>(prep.inputs[0]);
-    p.logvar = cptr<T>(prep.inputs[1]);
-    p.out = out.mutable_data_ptr<T>();
-    B::kl_std_fwd(p);
-  });
-  return out;
+  return reduce_forward<B>("kl_normal_std", {{"mu", mu}, {"logvar", logvar}},
+                           [](auto* tag, const RowPrep& prep, Tensor& out) {
+                             using T = std::remove_pointer_t<decltype(tag)>;
+                             KlStdParams<T> p;
+                             p.layout = prep.layout;
+                             p.mu = cptr<T>(prep.inputs[0]);
+                             p.logvar = cptr<T>(prep.inputs[1]);
+                             p.out = out.mutable_data_ptr<T>();
+                             B::kl_std_fwd(p);
+                           });
 }
 
 template <class B>
 std::tuple<Tensor, Tensor> kl_normal_std_backward(const Tensor& grad, const Tensor& mu,
                                                   const Tensor& logvar,
                                                   std::array<bool, 2> needs) {
-  const char* op = "kl_normal_std_backward";
-  const std::vector<NamedTensor> args{{"mu", mu}, {"logvar", logvar}, {"grad", grad}};
-  checks_floating<B>(op, args);
-  RowPrep prep = prepare_rows(op, {args[0], args[1]}, 1);
-  Tensor g = row_vector(grad, prep, op);
-  Tensor gm = grad_buffer(needs[0], prep.full_shape, mu);
-  Tensor glv = grad_buffer(needs[1], prep.full_shape, mu);
-  if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1])) return {gm, glv};
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu);
-  B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    KlStdParams<T> p;
-    p.layout = prep.layout;
-    p.mu = cptr<T>(prep.inputs[0]);
-    p.logvar = cptr<T>(prep.inputs[1]);
-    p.grad = cptr<T>(g);
-    p.grad_mu = opt_ptr<T>(gm);
-    p.grad_logvar = opt_ptr<T>(glv);
-    B::kl_std_bwd(p);
-  });
-  return {gm, glv};
+  const auto gs = reduce_backward<B>(
+      "kl_normal_std_backward", {{"mu", mu}, {"logvar", logvar}, {"grad", grad}}, needs,
+      [](auto* tag, const RowPrep& prep, const Tensor& g, std::array<Tensor, 2>& out) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        KlStdParams<T> p;
+        p.layout = prep.layout;
+        p.mu = cptr<T>(prep.inputs[0]);
+        p.logvar = cptr<T>(prep.inputs[1]);
+        p.grad = cptr<T>(g);
+        p.grad_mu = opt_ptr<T>(out[0]);
+        p.grad_logvar = opt_ptr<T>(out[1]);
+        B::kl_std_bwd(p);
+      });
+  return {gs[0], gs[1]};
 }
 
 template <class B>
 Tensor kl_normal(const Tensor& mu_q, const Tensor& logvar_q, const Tensor& mu_p,
                  const Tensor& logvar_p) {
-  const char* op = "kl_normal";
-  const std::vector<NamedTensor> args{
-      {"mu_q", mu_q}, {"logvar_q", logvar_q}, {"mu_p", mu_p}, {"logvar_p", logvar_p}};
-  checks_floating<B>(op, args);
-  RowPrep prep = prepare_rows(op, args, 1);
-  Tensor out = at::zeros(prep.batch_shape, mu_q.options());
-  if (prep.layout.rows == 0 || prep.layout.cols == 0) return out;
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu_q);
-  B::dispatch(mu_q.scalar_type(), op, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    KlNormalParams<T> p;
-    p.layout = prep.layout;
-    p.mu_q = cptr<T>(prep.inputs[0]);
-    p.logvar_q = cptr<T>(prep.inputs[1]);
-    p.mu_p = cptr<T>(prep.inputs[2]);
-    p.logvar_p = cptr<T>(prep.inputs[3]);
-    p.out = out.mutable_data_ptr<T>();
-    B::kl_normal_fwd(p);
-  });
-  return out;
+  return reduce_forward<B>(
+      "kl_normal",
+      {{"mu_q", mu_q}, {"logvar_q", logvar_q}, {"mu_p", mu_p}, {"logvar_p", logvar_p}},
+      [](auto* tag, const RowPrep& prep, Tensor& out) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        KlNormalParams<T> p;
+        p.layout = prep.layout;
+        p.mu_q = cptr<T>(prep.inputs[0]);
+        p.logvar_q = cptr<T>(prep.inputs[1]);
+        p.mu_p = cptr<T>(prep.inputs[2]);
+        p.logvar_p = cptr<T>(prep.inputs[3]);
+        p.out = out.mutable_data_ptr<T>();
+        B::kl_normal_fwd(p);
+      });
 }
 
 template <class B>
 std::tuple<Tensor, Tensor, Tensor, Tensor> kl_normal_backward(
     const Tensor& grad, const Tensor& mu_q, const Tensor& logvar_q, const Tensor& mu_p,
     const Tensor& logvar_p, std::array<bool, 4> needs) {
-  const char* op = "kl_normal_backward";
-  const std::vector<NamedTensor> args{{"mu_q", mu_q},
-                                      {"logvar_q", logvar_q},
-                                      {"mu_p", mu_p},
-                                      {"logvar_p", logvar_p},
-                                      {"grad", grad}};
-  checks_floating<B>(op, args);
-  RowPrep prep = prepare_rows(op, {args[0], args[1], args[2], args[3]}, 1);
-  Tensor g = row_vector(grad, prep, op);
-  std::array<Tensor, 4> gs;
-  for (int i = 0; i < 4; ++i) gs[i] = grad_buffer(needs[i], prep.full_shape, mu_q);
-  if (prep.layout.rows == 0 || prep.layout.cols == 0 ||
-      !(needs[0] || needs[1] || needs[2] || needs[3]))
-    return {gs[0], gs[1], gs[2], gs[3]};
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu_q);
-  B::dispatch(mu_q.scalar_type(), op, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    KlNormalParams<T> p;
-    p.layout = prep.layout;
-    p.mu_q = cptr<T>(prep.inputs[0]);
-    p.logvar_q = cptr<T>(prep.inputs[1]);
-    p.mu_p = cptr<T>(prep.inputs[2]);
-    p.logvar_p = cptr<T>(prep.inputs[3]);
-    p.grad = cptr<T>(g);
-    p.grad_mu_q = opt_ptr<T>(gs[0]);
-    p.grad_logvar_q = opt_ptr<T>(gs[1]);
-    p.grad_mu_p = opt_ptr<T>(gs[2]);
-    p.grad_logvar_p = opt_ptr<T>(gs[3]);
-    B::kl_normal_bwd(p);
-  });
+  const auto gs = reduce_backward<B>(
+      "kl_normal_backward",
+      {{"mu_q", mu_q}, {"logvar_q", logvar_q}, {"mu_p", mu_p}, {"logvar_p", logvar_p},
+       {"grad", grad}},
+      needs, [](auto* tag, const RowPrep& prep, const Tensor& g, std::array<Tensor, 4>& out) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        KlNormalParams<T> p;
+        p.layout = prep.layout;
+        p.mu_q = cptr<T>(prep.inputs[0]);
+        p.logvar_q = cptr<T>(prep.inputs[1]);
+        p.mu_p = cptr<T>(prep.inputs[2]);
+        p.logvar_p = cptr<T>(prep.inputs[3]);
+        p.grad = cptr<T>(g);
+        p.grad_mu_q = opt_ptr<T>(out[0]);
+        p.grad_logvar_q = opt_ptr<T>(out[1]);
+        p.grad_mu_p = opt_ptr<T>(out[2]);
+        p.grad_logvar_p = opt_ptr<T>(out[3]);
+        B::kl_normal_bwd(p);
+      });
   return {gs[0], gs[1], gs[2], gs[3]};
 }
 
@@ -456,8 +424,7 @@ Tensor reparameterize(const Tensor& mu, const Tensor& logvar, const Tensor& eps)
   RowPrep prep = prepare_rows(op, args, 1);
   Tensor z = at::empty(prep.full_shape, mu.options());
   if (prep.layout.rows == 0 || prep.layout.cols == 0) return z;
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu);
-  B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
+  launch<B>(op, mu, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     ReparamParams<T> p;
     p.layout = prep.layout;
@@ -485,8 +452,7 @@ std::tuple<Tensor, Tensor, Tensor> reparameterize_backward(const Tensor& grad, c
   for (int i = 0; i < 3; ++i) gs[i] = grad_buffer(needs[i], prep.full_shape, mu);
   if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
     return {gs[0], gs[1], gs[2]};
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(mu);
-  B::dispatch(mu.scalar_type(), op, [&](auto* tag) {
+  launch<B>(op, mu, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     ReparamParams<T> p;
     p.layout = prep.layout;
@@ -527,8 +493,7 @@ std::tuple<Tensor, Tensor> affine_coupling(const Tensor& x, const Tensor& s, con
   Tensor y = at::empty(prep.full_shape, x.options());
   Tensor logdet = at::zeros(prep.batch_shape, x.options());
   if (prep.layout.rows == 0 || prep.layout.cols == 0) return {y, logdet};
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
-  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
+  launch<B>(op, x, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     CouplingParams<T> p;
     p.layout = prep.layout;
@@ -560,8 +525,7 @@ std::tuple<Tensor, Tensor, Tensor> affine_coupling_backward(
   for (int i = 0; i < 3; ++i) gs[i] = grad_buffer(needs[i], prep.full_shape, x);
   if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
     return {gs[0], gs[1], gs[2]};
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(x);
-  B::dispatch(x.scalar_type(), op, [&](auto* tag) {
+  launch<B>(op, x, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     CouplingParams<T> p;
     p.layout = prep.layout;
@@ -611,8 +575,7 @@ std::tuple<Tensor, Tensor, Tensor> planar_flow(const Tensor& z, const Tensor& u,
     z_out.copy_(z);
     return {z_out, logdet, act};
   }
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(z);
-  B::dispatch(z.scalar_type(), op, [&](auto* tag) {
+  launch<B>(op, z, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     PlanarParams<T> p;
     p.n = n;
@@ -657,8 +620,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> planar_flow_backward(
   const Tensor gzc = grad_z.contiguous(), gldc = grad_logdet.contiguous(),
                zoc = z_out.contiguous(), pc = act.contiguous(), uc = u.contiguous(),
                wc = w.contiguous(), bc = b.contiguous();
-  [[maybe_unused]] const auto device_guard = launch_guard<B>(z_out);
-  B::dispatch(z_out.scalar_type(), op, [&](auto* tag) {
+  launch<B>(op, z_out, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     PlanarParams<T> p;
     p.n = n;
