@@ -56,6 +56,11 @@ TORCH_LIBRARY(dgm_ext, m) {
 
 namespace py = pybind11;
 
+// Read from the file's bytes by dgm_ext/_extension.py when the module fails to load, so the
+// error can name the torch this file was built against.
+extern "C" __attribute__((used, visibility("default"))) const char dgm_ext_build_stamp[] =
+    "dgm_ext-build-stamp: torch=" TORCH_VERSION ";";
+
 #ifndef DGM_EXT_CUDA_ARCHS
 #define DGM_EXT_CUDA_ARCHS ""
 #endif
@@ -83,6 +88,8 @@ static py::dict build_info() {
 #endif
   info["cpu_isa"] = dgm_ext::cpu::kernels().isa;
   info["num_threads"] = at::get_num_threads();
+  // The C++ standard the extension was compiled with (CMakeLists.txt: DGM_EXT_CXX_STANDARD).
+  info["cxx_standard"] = __cplusplus >= 202302L ? "c++23" : __cplusplus >= 202002L ? "c++20" : "c++17";
   return info;
 }
 
@@ -90,5 +97,5 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "dgm_ext compiled extension: registers the dgm_ext:: operators with the dispatcher.";
   m.def("build_info", &build_info,
         "Build information: torch version built against, CUDA on/off and architectures, "
-        "OpenMP, compiled and selected CPU instruction sets.");
+        "OpenMP, compiled and selected CPU instruction sets, C++ standard.");
 }

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (loads libtorch before the extension)
 
-from dgm_ext import _C, ops
+from dgm_ext import _extension
+
+_C = _extension.load(__name__, list(__path__))
+
+from dgm_ext import ops  # noqa: E402  (registers fake kernels on the loaded extension)
 
 __version__ = "0.1.0"
 
@@ -14,7 +18,7 @@ def build_info() -> dict:
 
     Keys: ``torch_version`` (torch built against), ``cuda`` and ``cuda_archs``, ``openmp``,
     ``cpu_isa_compiled`` and ``cpu_isa`` (the kernel set chosen for this processor),
-    ``num_threads``.
+    ``num_threads``, ``cxx_standard``.
     """
     return dict(_C.build_info())
 

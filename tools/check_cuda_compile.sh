@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Torch-free compile check of the CUDA kernels: compiles every csrc/cuda/*.cu with nvcc for
-# sm_80 and sm_90 (no torch headers needed; bindings_cuda.cpp is not compiled here).
+# sm_80 and sm_90 with the project's C++ standard (no torch headers needed; bindings_cuda.cpp is not compiled here).
 # Exit status: 0 when all compile (or when nvcc is absent: skipped), 1 on any failure.
 set -u
 cd "$(dirname "$0")/.."
@@ -18,9 +18,16 @@ if [ -z "$NVCC" ]; then
   exit 0
 fi
 
+# The project's one C++ standard, from CMakeLists.txt (set(DGM_EXT_CXX_STANDARD NN)).
+STD="$(sed -n 's/^set(DGM_EXT_CXX_STANDARD \([0-9][0-9]*\)).*/\1/p' CMakeLists.txt)"
+if [ -z "$STD" ]; then
+  echo "check_cuda_compile: no set(DGM_EXT_CXX_STANDARD NN) line in CMakeLists.txt"
+  exit 1
+fi
+
 OUT="$(mktemp -d "${TMPDIR:-/tmp}/dgm_cuda_check.XXXXXX")"
 trap 'rm -rf "$OUT"' EXIT
-echo "check_cuda_compile: $("$NVCC" --version | tail -n 1)"
+echo "check_cuda_compile: $("$NVCC" --version | tail -n 1), -std=c++$STD"
 
 status=0
 shopt -s nullglob
@@ -37,7 +44,7 @@ if [ ${#files[@]} -eq 0 ]; then
 fi
 for f in "${files[@]}"; do
   obj="$OUT/$(basename "$f" .cu).o"
-  if "$NVCC" -std=c++17 -O3 --expt-relaxed-constexpr -Werror all-warnings \
+  if "$NVCC" -std=c++"$STD" -O3 --expt-relaxed-constexpr -Werror all-warnings \
       -Icsrc/include -Icsrc \
       -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
       -c "$f" -o "$obj"; then

@@ -28,9 +28,9 @@ inline Tensor grad_buffer(bool needed, at::IntArrayRef shape, const Tensor& like
 }
 
 inline Tensor row_vector(const Tensor& grad, const RowPrep& prep, const char* op) {
-  TORCH_CHECK_VALUE(grad.sizes().vec() == prep.batch_shape, "dgm_ext.", op,
-                    ": 'grad' must have the batch shape ", shape_str(prep.batch_shape),
-                    ", got ", shape_str(grad.sizes()));
+  DGM_CHECK_VALUE(grad.sizes().vec() == prep.batch_shape, "dgm_ext.", op,
+                  ": 'grad' must have the batch shape ", prep.batch_shape,
+                  ", got ", grad.sizes());
   return grad.contiguous();
 }
 
@@ -100,8 +100,8 @@ std::array<Tensor, N> reduce_backward(const char* op, const std::vector<NamedTen
 template <class B>
 Tensor bernoulli_log_prob(const Tensor& logits, const Tensor& x) {
   check_floating({"logits", logits}, "bernoulli_log_prob", B::kAllowHalf);  // dtype errors first
-  TORCH_CHECK_VALUE(logits.dim() >= 1, "dgm_ext.bernoulli_log_prob: 'logits' must have at ",
-                    "least 1 dimension (*B, D), got a scalar");
+  DGM_CHECK_VALUE(logits.dim() >= 1, "dgm_ext.bernoulli_log_prob: 'logits' must have at ",
+                  "least 1 dimension (*B, D), got a scalar");
   return reduce_forward<B>(
       "bernoulli_log_prob", {{"logits", logits}, {"x", x}},
       [](auto* tag, const RowPrep& prep, Tensor& out) {
@@ -178,8 +178,8 @@ std::tuple<Tensor, Tensor, Tensor> gaussian_log_prob_backward(const Tensor& grad
 
 // ---------------------------------------------------------------- Beta
 inline void check_eps(double eps, const char* op) {
-  TORCH_CHECK_VALUE(eps >= 0.0 && eps < 0.5, "dgm_ext.", op, ": 'eps' must be in [0, 0.5), got ",
-                    eps);
+  DGM_CHECK_VALUE(eps >= 0.0 && eps < 0.5, "dgm_ext.", op, ": 'eps' must be in [0, 0.5), got ",
+                  eps);
 }
 
 template <class B>
@@ -231,9 +231,9 @@ inline void check_class_indices(const Tensor& x, int64_t K, const char* op) {
   if (x.numel() == 0) return;
   auto [mn, mx] = at::aminmax(x);
   const int64_t lo = mn.item<int64_t>(), hi = mx.item<int64_t>();
-  TORCH_CHECK_VALUE(lo >= 0 && hi < K, "dgm_ext.", op,
-                    ": argument 'x' holds class indices in [", lo, ", ", hi,
-                    "] but 'logits' has K = ", K, " classes; indices must lie in [0, ", K, ")");
+  DGM_CHECK_VALUE(lo >= 0 && hi < K, "dgm_ext.", op,
+                  ": argument 'x' holds class indices in [", lo, ", ", hi,
+                  "] but 'logits' has K = ", K, " classes; indices must lie in [0, ", K, ")");
 }
 
 struct CategoricalPrep {
@@ -246,14 +246,14 @@ template <class B>
 CategoricalPrep categorical_prepare(const Tensor& logits, const Tensor& x, const char* op) {
   check_floating({"logits", logits}, op, B::kAllowHalf);
   check_device({"x", x}, {"logits", logits}, op);
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kLong, "dgm_ext.", op,
-                   ": argument 'x' must be an int64 tensor of class indices, got ",
-                   x.scalar_type());
-  TORCH_CHECK_VALUE(logits.dim() >= 2, "dgm_ext.", op,
-                    ": 'logits' must have shape (*B, D, K), got ", shape_str(logits.sizes()));
-  TORCH_CHECK_VALUE(x.dim() >= 1, "dgm_ext.", op, ": 'x' must have shape (*B, D), got a scalar");
+  DGM_CHECK_TYPE(x.scalar_type() == at::kLong, "dgm_ext.", op,
+                 ": argument 'x' must be an int64 tensor of class indices, got ",
+                 x.scalar_type());
+  DGM_CHECK_VALUE(logits.dim() >= 2, "dgm_ext.", op,
+                  ": 'logits' must have shape (*B, D, K), got ", logits.sizes());
+  DGM_CHECK_VALUE(x.dim() >= 1, "dgm_ext.", op, ": 'x' must have shape (*B, D), got a scalar");
   const int64_t K = logits.size(-1);
-  TORCH_CHECK_VALUE(K >= 1, "dgm_ext.", op, ": 'logits' must have at least one class (K >= 1)");
+  DGM_CHECK_VALUE(K >= 1, "dgm_ext.", op, ": 'logits' must have at least one class (K >= 1)");
   // Rows over (*B), columns over D; each column's K class logits are contiguous.
   Tensor l = logits.stride(-1) == 1 ? logits : logits.contiguous();
   Tensor l0 = l.select(-1, 0);
@@ -313,8 +313,8 @@ Tensor categorical_log_prob_backward(const Tensor& grad, const Tensor& logits, c
   check_like({"grad", grad}, {"logits", logits}, op);
   check_like({"lse", lse}, {"logits", logits}, op);
   Tensor g = row_vector(grad, c.rows, op);
-  TORCH_CHECK_VALUE(lse.sizes().vec() == c.rows.full_shape, "dgm_ext.", op,
-                    ": 'lse' must have shape ", shape_str(c.rows.full_shape));
+  DGM_CHECK_VALUE(lse.sizes().vec() == c.rows.full_shape, "dgm_ext.", op,
+                  ": 'lse' must have shape ", c.rows.full_shape);
   Tensor lse_c = lse.contiguous();
   std::vector<int64_t> shape = c.rows.full_shape;
   shape.push_back(c.K);
@@ -446,8 +446,8 @@ std::tuple<Tensor, Tensor, Tensor> reparameterize_backward(const Tensor& grad, c
   const std::vector<NamedTensor> args{{"mu", mu}, {"logvar", logvar}, {"eps", eps}, {"grad", grad}};
   checks_floating<B>(op, args);
   RowPrep prep = prepare_rows(op, args, 1);
-  TORCH_CHECK_VALUE(grad.sizes().vec() == prep.full_shape, "dgm_ext.", op,
-                    ": 'grad' must have the broadcast shape ", shape_str(prep.full_shape));
+  DGM_CHECK_VALUE(grad.sizes().vec() == prep.full_shape, "dgm_ext.", op,
+                  ": 'grad' must have the broadcast shape ", prep.full_shape);
   std::array<Tensor, 3> gs;
   for (int i = 0; i < 3; ++i) gs[i] = grad_buffer(needs[i], prep.full_shape, mu);
   if (prep.layout.rows == 0 || prep.layout.cols == 0 || !(needs[0] || needs[1] || needs[2]))
@@ -470,16 +470,16 @@ std::tuple<Tensor, Tensor, Tensor> reparameterize_backward(const Tensor& grad, c
 
 // ---------------------------------------------------------------- affine coupling
 inline int64_t coupling_col_dims(const Tensor& x, const char* op) {
-  TORCH_CHECK_VALUE(x.dim() >= 2, "dgm_ext.", op, ": 'x' must have shape (N, ...) with at least",
-                    " 2 dimensions, got ", shape_str(x.sizes()));
+  DGM_CHECK_VALUE(x.dim() >= 2, "dgm_ext.", op, ": 'x' must have shape (N, ...) with at least",
+                  " 2 dimensions, got ", x.sizes());
   return x.dim() - 1;
 }
 
 inline void check_coupling_shapes(const RowPrep& prep, const Tensor& x, const char* op) {
-  TORCH_CHECK_VALUE(prep.full_shape == x.sizes().vec(), "dgm_ext.", op,
-                    ": 's', 't' and 'mask' must broadcast to the shape of 'x' ",
-                    shape_str(x.sizes()), ", but together they broadcast to ",
-                    shape_str(prep.full_shape));
+  DGM_CHECK_VALUE(prep.full_shape == x.sizes().vec(), "dgm_ext.", op,
+                  ": 's', 't' and 'mask' must broadcast to the shape of 'x' ",
+                  x.sizes(), ", but together they broadcast to ",
+                  prep.full_shape);
 }
 
 template <class B>
@@ -547,16 +547,16 @@ std::tuple<Tensor, Tensor, Tensor> affine_coupling_backward(
 // ---------------------------------------------------------------- planar flow
 inline void check_planar_shapes(const Tensor& z, const Tensor& u, const Tensor& w,
                                 const Tensor& b, const char* op) {
-  TORCH_CHECK_VALUE(z.dim() == 2, "dgm_ext.", op, ": 'z' must have shape (N, d), got ",
-                    shape_str(z.sizes()));
-  TORCH_CHECK_VALUE(u.dim() == 2 && u.size(1) == z.size(1), "dgm_ext.", op,
-                    ": 'u' must have shape (K, d) with d = ", z.size(1), ", got ",
-                    shape_str(u.sizes()));
-  TORCH_CHECK_VALUE(w.sizes() == u.sizes(), "dgm_ext.", op, ": 'w' must have the shape of 'u' ",
-                    shape_str(u.sizes()), ", got ", shape_str(w.sizes()));
-  TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == u.size(0), "dgm_ext.", op,
-                    ": 'b' must have shape (K,) with K = ", u.size(0), ", got ",
-                    shape_str(b.sizes()));
+  DGM_CHECK_VALUE(z.dim() == 2, "dgm_ext.", op, ": 'z' must have shape (N, d), got ",
+                  z.sizes());
+  DGM_CHECK_VALUE(u.dim() == 2 && u.size(1) == z.size(1), "dgm_ext.", op,
+                  ": 'u' must have shape (K, d) with d = ", z.size(1), ", got ",
+                  u.sizes());
+  DGM_CHECK_VALUE(w.sizes() == u.sizes(), "dgm_ext.", op, ": 'w' must have the shape of 'u' ",
+                  u.sizes(), ", got ", w.sizes());
+  DGM_CHECK_VALUE(b.dim() == 1 && b.size(0) == u.size(0), "dgm_ext.", op,
+                  ": 'b' must have shape (K,) with K = ", u.size(0), ", got ",
+                  b.sizes());
 }
 
 template <class B>
@@ -602,12 +602,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> planar_flow_backward(
                           {"act", act}, {"u", u}, {"w", w}, {"b", b}});
   check_planar_shapes(z_out, u, w, b, op);
   const int64_t n = z_out.size(0), d = z_out.size(1), K = u.size(0);
-  TORCH_CHECK_VALUE(grad_z.sizes() == z_out.sizes(), "dgm_ext.", op,
-                    ": 'grad_z' must have shape ", shape_str(z_out.sizes()));
-  TORCH_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == n, "dgm_ext.", op,
-                    ": 'grad_logdet' must have shape (", n, ",)");
-  TORCH_CHECK_VALUE(act.dim() == 2 && act.size(0) == n && act.size(1) == K, "dgm_ext.",
-                    op, ": 'act' must have shape (", n, ", ", K, ")");
+  DGM_CHECK_VALUE(grad_z.sizes() == z_out.sizes(), "dgm_ext.", op,
+                  ": 'grad_z' must have shape ", z_out.sizes());
+  DGM_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == n, "dgm_ext.", op,
+                  ": 'grad_logdet' must have shape (", n, ",)");
+  DGM_CHECK_VALUE(act.dim() == 2 && act.size(0) == n && act.size(1) == K, "dgm_ext.",
+                  op, ": 'act' must have shape (", n, ", ", K, ")");
   Tensor gz = at::empty({n, d}, z_out.options());
   Tensor gu = at::zeros({K, d}, z_out.options());
   Tensor gw = at::zeros({K, d}, z_out.options());

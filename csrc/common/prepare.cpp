@@ -2,42 +2,32 @@
 
 #include <ATen/ExpandUtils.h>
 
-#include <sstream>
-
 namespace dgm_ext {
 
-std::string shape_str(at::IntArrayRef s) {
-  std::ostringstream os;
-  os << "(";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << (s.size() == 1 ? ",)" : ")");
-  return os.str();
-}
-
 void check_floating(const NamedTensor& t, const char* op, bool allow_half) {
-  TORCH_CHECK_VALUE(t.tensor.defined(), "dgm_ext.", op, ": argument '", t.name,
-                    "' is an undefined tensor");
+  DGM_CHECK_VALUE(t.tensor.defined(), "dgm_ext.", op, ": argument '", t.name,
+                  "' is an undefined tensor");
   const auto st = t.tensor.scalar_type();
   const bool ok = st == at::kFloat || st == at::kDouble ||
                   (allow_half && (st == at::kHalf || st == at::kBFloat16));
-  TORCH_CHECK_TYPE(ok, "dgm_ext.", op, ": argument '", t.name, "' must be a ",
-                   allow_half ? "float16/bfloat16/float32/float64" : "float32/float64",
-                   " tensor, got ", st);
+  DGM_CHECK_TYPE(ok, "dgm_ext.", op, ": argument '", t.name, "' must be a ",
+                 allow_half ? "float16/bfloat16/float32/float64" : "float32/float64",
+                 " tensor, got ", st);
 }
 
 void check_device(const NamedTensor& t, const NamedTensor& ref, const char* op) {
-  TORCH_CHECK_VALUE(t.tensor.device() == ref.tensor.device(), "dgm_ext.", op, ": argument '",
-                    t.name, "' is on ", t.tensor.device(), " but '", ref.name, "' is on ",
-                    ref.tensor.device(), "; all tensor arguments must be on the same device");
+  DGM_CHECK_VALUE(t.tensor.device() == ref.tensor.device(), "dgm_ext.", op, ": argument '",
+                  t.name, "' is on ", t.tensor.device(), " but '", ref.name, "' is on ",
+                  ref.tensor.device(), "; all tensor arguments must be on the same device");
 }
 
 void check_like(const NamedTensor& t, const NamedTensor& ref, const char* op) {
-  TORCH_CHECK_VALUE(t.tensor.defined(), "dgm_ext.", op, ": argument '", t.name,
-                    "' is an undefined tensor");
+  DGM_CHECK_VALUE(t.tensor.defined(), "dgm_ext.", op, ": argument '", t.name,
+                  "' is an undefined tensor");
   check_device(t, ref, op);
-  TORCH_CHECK_TYPE(t.tensor.scalar_type() == ref.tensor.scalar_type(), "dgm_ext.", op,
-                   ": argument '", t.name, "' must have the same dtype as '", ref.name, "' (",
-                   ref.tensor.scalar_type(), "), got ", t.tensor.scalar_type());
+  DGM_CHECK_TYPE(t.tensor.scalar_type() == ref.tensor.scalar_type(), "dgm_ext.", op,
+                 ": argument '", t.name, "' must have the same dtype as '", ref.name, "' (",
+                 ref.tensor.scalar_type(), "), got ", t.tensor.scalar_type());
 }
 
 void fill_row_index(RowLayout& layout, std::vector<at::Tensor>& expanded, int64_t col_dims) {
@@ -89,10 +79,10 @@ std::vector<int64_t> broadcast_named(const char* op, const std::vector<NamedTens
       const int64_t b = d - nd + static_cast<int64_t>(s.size());
       const int64_t sa = a >= 0 ? full[a] : 1;
       const int64_t sb = b >= 0 ? s[b] : 1;
-      TORCH_CHECK_VALUE(sa == sb || sa == 1 || sb == 1, "dgm_ext.", op, ": argument '",
-                        inputs[i].name, "' with shape ", shape_str(s),
-                        " does not broadcast with '", inputs[0].name, "' (shape ",
-                        shape_str(inputs[0].tensor.sizes()), ") and the other arguments");
+      DGM_CHECK_VALUE(sa == sb || sa == 1 || sb == 1, "dgm_ext.", op, ": argument '",
+                      inputs[i].name, "' with shape ", s,
+                      " does not broadcast with '", inputs[0].name, "' (shape ",
+                      inputs[0].tensor.sizes(), ") and the other arguments");
       out[d] = sa == 1 ? sb : sa;
     }
     full = std::move(out);
@@ -110,8 +100,8 @@ RowPrep prepare_rows(const char* op, const std::vector<NamedTensor>& inputs, int
   RowPrep prep;
   const std::vector<int64_t> full = broadcast_named(op, inputs);
   const int64_t nd = static_cast<int64_t>(full.size());
-  TORCH_CHECK_VALUE(nd >= col_dims, "dgm_ext.", op, ": arguments must have at least ", col_dims,
-                    " dimension(s), got shape ", shape_str(full));
+  DGM_CHECK_VALUE(nd >= col_dims, "dgm_ext.", op, ": arguments must have at least ", col_dims,
+                  " dimension(s), got shape ", full);
   const int64_t nb = nd - col_dims;
   int64_t cols = 1;
   for (int64_t d = nb; d < nd; ++d) cols *= full[d];

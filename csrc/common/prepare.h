@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dgm_ext/params.h"
+#include "errors.h"
 
 namespace dgm_ext {
 
@@ -40,8 +41,6 @@ RowPrep prepare_rows(const char* op, const std::vector<NamedTensor>& inputs, int
 // whose last `col_dims` dims are columns; coalesces dimensions, materialising inputs if more
 // than kMaxRowDims remain.
 void fill_row_index(RowLayout& layout, std::vector<at::Tensor>& expanded, int64_t col_dims);
-
-std::string shape_str(at::IntArrayRef s);
 
 template <typename T>
 const T* cptr(const at::Tensor& t) { return t.const_data_ptr<T>(); }

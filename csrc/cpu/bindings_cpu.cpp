@@ -21,7 +21,7 @@ struct CpuBackend {
         f(static_cast<double*>(nullptr));
         break;
       default:
-        TORCH_CHECK_TYPE(false, "dgm_ext.", op, ": unsupported dtype ", st, " on CPU");
+        DGM_CHECK_TYPE(false, "dgm_ext.", op, ": unsupported dtype ", st, " on CPU");
     }
   }
 

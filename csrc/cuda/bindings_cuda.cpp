@@ -67,14 +67,14 @@ struct CudaBackend {
         f(static_cast<at::BFloat16*>(nullptr));
         break;
       default:
-        TORCH_CHECK_TYPE(false, "dgm_ext.", op, ": unsupported dtype ", st, " on CUDA");
+        DGM_CHECK_TYPE(false, "dgm_ext.", op, ": unsupported dtype ", st, " on CUDA");
     }
   }
 
   // Kept alive by the frontend until the kernels are enqueued (see frontend::launch_guard).
   static c10::cuda::CUDAGuard before_launch(const at::Tensor& like) {
-    TORCH_CHECK_VALUE(like.is_cuda(), "dgm_ext: expected a CUDA tensor, got one on ",
-                      like.device());
+    DGM_CHECK_VALUE(like.is_cuda(), "dgm_ext: expected a CUDA tensor, got one on ",
+                    like.device());
     return c10::cuda::CUDAGuard(like.device());
   }
 
@@ -89,8 +89,8 @@ struct CudaBackend {
 
   // Planar flow: a scratch buffer from the caching allocator on the current device/stream.
   static void check_planar_dim(int64_t d, const char* op) {
-    TORCH_CHECK_VALUE(d <= kPlanarMaxDim, "dgm_ext.", op, ": on CUDA the dimension d of 'z' must",
-                      " be at most ", kPlanarMaxDim, ", got ", d);
+    DGM_CHECK_VALUE(d <= kPlanarMaxDim, "dgm_ext.", op, ": on CUDA the dimension d of 'z' must",
+                    " be at most ", kPlanarMaxDim, ", got ", d);
   }
   static at::Tensor workspace(size_t bytes) {
     return at::empty({static_cast<int64_t>(bytes)},
