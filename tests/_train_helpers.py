@@ -46,4 +46,5 @@ def free_port() -> int:
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)
+    """A file saved by train_toy.py (or a checkpoint), with every tensor on the CPU."""
+    return torch.load(path, map_location="cpu", weights_only=True)

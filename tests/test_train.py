@@ -100,6 +100,55 @@ def test_adam_and_adamw(tmp_path):
     assert t.optimizers[0].param_groups[0]["betas"] == (0.5, 0.9)
 
 
+# ------------------------------------------------------------------------ device
+@pytest.fixture
+def fake_one_gpu(monkeypatch):
+    """A machine with one visible CUDA device, as far as the trainer can tell (no real CUDA
+    call may happen: the checks must come first). Returns a function setting LOCAL_RANK."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for var in ("LOCAL_RANK", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+
+    def set_local_rank(rank):
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+
+    return set_local_rank
+
+
+def test_more_local_ranks_than_gpus_is_refused_with_cpu_advice(tmp_path, fake_one_gpu):
+    fake_one_gpu(1)  # e.g. torchrun --nproc_per_node=2 on a one-GPU machine, rank 1
+    msg = (
+        r"LOCAL_RANK=1, so this process would use cuda:1, but only 1 CUDA device is visible\. "
+        r"Start at most one process per visible GPU \(torchrun --nproc_per_node=1\), or, to "
+        r"train on the CPU with the gloo backend instead, pass TrainerConfig\(device='cpu'\)"
+    )
+    with pytest.raises(RuntimeError, match=msg):
+        Trainer(Regressor(), cfg(tmp_path))
+    with pytest.raises(RuntimeError, match=msg):  # "cuda" without an index: cuda:LOCAL_RANK
+        Trainer(Regressor(), cfg(tmp_path, device="cuda"))
+    with pytest.raises(RuntimeError, match=r"device='cuda:3' asks for cuda:3 but only 1 CUDA"):
+        Trainer(Regressor(), cfg(tmp_path, device="cuda:3"))
+    t = Trainer(Regressor(), cfg(tmp_path, device="cpu"))  # the advice works
+    assert t.device == torch.device("cpu")
+
+
+def test_device_follows_local_rank(fake_one_gpu, monkeypatch):
+    assert Trainer._resolve_device(None) == torch.device("cuda", 0)  # no LOCAL_RANK
+    fake_one_gpu(0)
+    assert Trainer._resolve_device(None) == torch.device("cuda", 0)
+    assert Trainer._resolve_device("cuda") == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    fake_one_gpu(1)
+    assert Trainer._resolve_device(None) == torch.device("cuda", 1)
+    assert Trainer._resolve_device("cuda:0") == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert Trainer._resolve_device(None) == torch.device("cpu")
+    with pytest.raises(RuntimeError, match=r"only 0 CUDA devices are visible\. To train on"):
+        Trainer._resolve_device("cuda")
+
+
 # ----------------------------------------------------------------- metrics and files
 def test_metrics_files_config_and_progress(tmp_path, capsys):
     data = regression_data()
@@ -249,8 +298,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert str(last) in str(e.value) and e.value.checkpoint == last and e.value.epoch == 2
     ck = load_checkpoint(last)
     assert ck["trainer"]["epoch"] == 1 and ck["trainer"]["global_step"] == 4
-    for k, v in model.after_epoch1.items():
-        assert torch.equal(ck["model"][k], v)
+    for k, v in model.after_epoch1.items():  # on the trainer's device; ck is loaded on the CPU
+        assert torch.equal(ck["model"][k], v.cpu())
     assert ck["history"][0]["hook_value"] == 1.5
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step not applied
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
@@ -319,11 +368,11 @@ def test_checkpoints_load_with_weights_only_and_keep_last(tmp_path):
     assert sorted(p.name for p in ckdir.iterdir()) == [
         "best.pt", "epoch-0002.pt", "epoch-0003.pt", "last.pt"
     ]  # fmt: skip
-    ck = torch.load(ckdir / "last.pt", weights_only=True)  # no pickled objects
+    ck = torch.load(ckdir / "last.pt", map_location="cpu", weights_only=True)  # no pickles
     assert ck["format"] == "dgm_ext.train/1"
     assert ck["trainer"]["epoch"] == 3 and ck["trainer"]["global_step"] == 12
     for k, v in model.state_dict().items():
-        assert torch.equal(ck["model"][k], v)
+        assert torch.equal(ck["model"][k], v.cpu())
     assert ck["optimizers"][0]["state"][0]["step"] == 12
     assert ck["ema"]["num_updates"] == 12 and ck["ema"]["decay"] == 0.5
     assert isinstance(ck["rng"][0]["torch"], torch.Tensor) and len(ck["history"]) == 3
@@ -373,7 +422,8 @@ def test_ema_closed_form_and_used_for_validation(tmp_path):
         closed = (n - (n + 1) * d + d ** (n + 1)) / (1 - d)
         assert row["val_loss"] == pytest.approx(closed, rel=1e-12)
         assert row["train_w"] == pytest.approx(n - 1)  # mean of n-2, n-1, n
-    assert torch.equal(t.model.w, torch.full((2,), 9.0, dtype=torch.float64))  # restored
+    restored = torch.full((2,), 9.0, dtype=torch.float64, device=t.device)
+    assert torch.equal(t.model.w, restored)  # the weights, not the EMA, after validation
 
 
 def test_model_ema_unit():

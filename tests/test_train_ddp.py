@@ -1,5 +1,7 @@
-"""Data-parallel training with torchrun (2 processes, gloo on CPU) matches one process
-using the same global batch, for a default-step model and a two-optimiser custom step."""
+"""Data-parallel training with torchrun (2 processes) matches one process using the same
+global batch, for a default-step model and a two-optimiser custom step. With two or more
+visible GPUs the processes use cuda:0 / cuda:1 and NCCL; otherwise (CPU-only, or a single
+GPU, which two ranks cannot share) every run is pinned to the CPU and gloo."""
 
 from __future__ import annotations
 
@@ -10,15 +12,22 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
-from _train_helpers import SCRIPT, free_port, run_toy, subprocess_env
+from _train_helpers import SCRIPT, free_port, load_state, run_toy, subprocess_env
+
+ON_GPUS = torch.cuda.is_available() and torch.cuda.device_count() >= 2
+BACKEND_AVAILABLE = dist.is_available() and (
+    dist.is_nccl_available() if ON_GPUS else dist.is_gloo_available()
+)
 
 pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo"
+    not BACKEND_AVAILABLE, reason=f"needs torch.distributed {'nccl' if ON_GPUS else 'gloo'}"
 )
 
 
 def test_ddp_two_ranks_match_single_process(tmp_path):
     common = ["--epochs", "3", "--num-examples", "160", "--deterministic", "--models", "mlp,two"]
+    if not ON_GPUS:
+        common += ["--device", "cpu"]  # the single-process run too, for a like-for-like check
     single = run_toy("--run-dir", str(tmp_path / "single"), "--out", str(tmp_path / "single.pt"),
                      "--batch-size", "16", *common)  # fmt: skip
     assert single.returncode == 0, single.stderr
@@ -35,8 +44,8 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
         pytest.fail(f"torchrun timed out: {exc.stderr}")
     assert ddp.returncode == 0, ddp.stdout + ddp.stderr
 
-    single_states = torch.load(tmp_path / "single.pt", weights_only=True)
-    ddp_states = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    single_states = load_state(tmp_path / "single.pt")
+    ddp_states = load_state(tmp_path / "ddp.pt")
     for kind in ("mlp", "two"):
         a, b = single_states[kind], ddp_states[kind]
         assert a.keys() == b.keys()
@@ -50,6 +59,7 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
         s_dir, d_dir = tmp_path / "single" / kind, tmp_path / "ddp" / kind
         cfg = json.loads((d_dir / "config.json").read_text())
         assert cfg["world_size"] == 2 and cfg["global_batch_size"] == 16
+        assert cfg["device"] == ("cuda:0" if ON_GPUS else "cpu")
         s_rows = [json.loads(l) for l in (s_dir / "metrics.jsonl").read_text().splitlines()]
         d_rows = [json.loads(l) for l in (d_dir / "metrics.jsonl").read_text().splitlines()]
         assert len(s_rows) == len(d_rows) == 3

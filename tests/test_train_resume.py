@@ -1,6 +1,7 @@
 """Exact resume after crashes: SIGKILL a training process twice (once resuming from an
 epoch-boundary checkpoint, once from a mid-epoch one), resume in a new process and compare
-the final parameters bit for bit with an uninterrupted run."""
+the final parameters bit for bit with an uninterrupted run. The runs use the trainer's
+default device (cuda:0 when CUDA is available, else the CPU); the script saves CPU copies."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     crashed = run_toy(*args, "--kill-at-step", "21")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     assert not out.exists()
-    ck = torch.load(ckpt_dir / "last.pt", weights_only=True)
+    ck = load_state(ckpt_dir / "last.pt")
     assert (ck["trainer"]["epoch"], ck["trainer"]["global_step"]) == (2, 16)
     assert len(ck["history"]) == 2
 
@@ -42,7 +43,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     # of its 12th step (global step 28) -> the last checkpoint is mid-epoch 4 (batch 1 of 8)
     crashed = run_toy(*args, "--checkpoint-every", "5", "--kill-at-step", "12")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    ck = torch.load(ckpt_dir / "last.pt", weights_only=True)
+    ck = load_state(ckpt_dir / "last.pt")
     trainer_state = ck["trainer"]
     assert (trainer_state["epoch"], trainer_state["global_step"]) == (3, 25)
     assert trainer_state["batch_in_epoch"] == 1

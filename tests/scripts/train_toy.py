@@ -3,7 +3,8 @@
 Run directly (single process) or under ``python -m torch.distributed.run``. With
 ``--kill-at-step K`` the process SIGKILLs itself at the start of its K-th training step
 (counted within this process), simulating a crash. At the end rank 0 saves the final
-model state dict to ``--out``.
+model state dict to ``--out`` (as CPU tensors). ``--device`` is passed to the trainer
+(default: its own choice, ``cuda:<LOCAL_RANK>`` when CUDA is available, else the CPU).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class NoisyMLP(nn.Module):
         x, y = batch
         scale = 1.0
         if self.stochastic:
-            x = x + 0.01 * torch.from_numpy(np.random.standard_normal(x.shape).astype("float32"))  # noqa: NPY002
+            noise = np.random.standard_normal(x.shape).astype("float32")  # noqa: NPY002
+            x = x + 0.01 * torch.from_numpy(noise).to(x.device)
             scale = 1.0 + 0.01 * random.random()
         loss = nn.functional.cross_entropy(self.net(x), y) * scale
         return {"loss": loss}
@@ -122,12 +124,13 @@ def train_one(kind: str, run_dir: str, args: argparse.Namespace) -> dict[str, to
         ema_decay=args.ema,
         checkpoint_every=args.checkpoint_every,
         progress=False,
+        device=args.device,
     )
     trainer = Trainer(model, cfg)
     trainer.fit(train_set, val_set)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     if trainer.ema is not None:
-        state.update({f"ema.{k}": v.clone() for k, v in trainer.ema.shadow.items()})
+        state.update({f"ema.{k}": v.to("cpu", copy=True) for k, v in trainer.ema.shadow.items()})
     return state
 
 
@@ -143,14 +146,19 @@ def main() -> None:
     ap.add_argument("--models", default="mlp", help="comma-separated: mlp, two")
     ap.add_argument("--deterministic", action="store_true", help="no dropout/noise, grey data")
     ap.add_argument("--ema", type=float, default=None)
+    ap.add_argument("--device", default=None, help="TrainerConfig.device (e.g. cpu)")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
     kinds = args.models.split(",")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and len(kinds) > 1:
-        # several trainings in one process group (the Trainer then leaves it alone)
-        dist.init_process_group("gloo")
+        # several trainings in one process group (the Trainer then leaves it alone); the
+        # backend the Trainer would pick for its device: NCCL on CUDA, gloo on the CPU
+        device = Trainer._resolve_device(args.device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     states = {k: train_one(k, os.path.join(args.run_dir, k), args) for k in kinds}
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save(states, args.out)
