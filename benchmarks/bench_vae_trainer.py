@@ -7,18 +7,30 @@ same data; ``fused`` uses ``dgm_ext.ops``, ``reference`` uses ``dgm_ext.ops.refe
 The trainer case times a fixed number of optimiser steps through ``dgm_ext.train.Trainer``
 (fresh run directory every round, so no resume); the evaluation case times log p(x) with
 K=200 importance samples for 100 images (the 200×100×784 Bernoulli of SPEC §4).
-Uses MNIST from ``$DGM_EXT_DATA`` when present, else random binary images (timings only).
+Every case runs on each device of ``cases.DEVICES`` (the CPU, and CUDA when available);
+CUDA rounds end with ``torch.cuda.synchronize``.
+
+Uses statically binarised MNIST from ``$DGM_EXT_DATA``. When the MNIST files are not found
+(``DatasetNotFoundError``: DGM_EXT_DATA unset or files missing), it warns and times random
+binary images instead, recorded as ``extra_info["data"] == "random"`` and flagged by
+report.py (timings only, fine for a CI smoke run); any other data error (corrupt files,
+wrong checksum) fails.
 DGM_EXT_BENCH_QUICK=1 shrinks every size (CI smoke run).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import warnings
 
 import pytest
 import torch
+from cases import DEVICES, device_name
 
+import dgm_ext
+from dgm_ext.data import DatasetNotFoundError, ImageDataset, load_mnist
 from dgm_ext.train import Trainer, TrainerConfig
 from dgm_ext.vae import build_vae, importance_log_likelihood
 
@@ -29,22 +41,26 @@ N_IS, K_IS = (10, 20) if QUICK else (100, 200)
 PROVIDERS = ["fused", "reference"]
 
 
-def _data():
-    from dgm_ext.data import ImageDataset
-
+def _data() -> tuple[ImageDataset, str]:
+    """``(dataset, source)``: the first STEPS x BATCH MNIST training images ("mnist"), or, when
+    the MNIST files are missing, random binary images ("random") with a loud warning."""
     n = STEPS * BATCH
     try:
-        from dgm_ext.data import load_mnist
-
         ds = load_mnist("train", "static", download=False)
-        return ImageDataset(ds.images[:n], ds.labels[:n], "static")
-    except Exception:  # no local MNIST: random binary images are enough for timing
+    except DatasetNotFoundError as exc:
+        msg = (
+            "bench_vae_trainer: MNIST not found, timing RANDOM binary images instead "
+            f"(set DGM_EXT_DATA to the folder holding mnist/): {exc}"
+        )
+        print(f"WARNING: {msg}", file=sys.stderr)
+        warnings.warn(msg, stacklevel=1)
         g = torch.Generator().manual_seed(0)
         images = (torch.rand(n, 1, 28, 28, generator=g) < 0.13).float()
-        return ImageDataset(images, torch.zeros(n, dtype=torch.long), "static")
+        return ImageDataset(images, torch.zeros(n, dtype=torch.long), "static"), "random"
+    return ImageDataset(ds.images[:n], ds.labels[:n], "static"), "mnist"
 
 
-DATA = _data()
+DATA, DATA_SOURCE = _data()
 
 
 def _model(provider: str):
@@ -54,8 +70,34 @@ def _model(provider: str):
     )
 
 
+def _skip_unbuilt(device: str, provider: str) -> None:
+    if device == "cuda" and provider == "fused" and not dgm_ext.build_info()["cuda"]:
+        pytest.skip("dgm_ext was built without CUDA kernels")
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(torch.device(device))
+
+
+def _group(name: str, device: str) -> str:
+    return name if device == "cpu" else f"{name} | {device}"
+
+
+def _info(provider: str, device: str) -> dict:
+    return dict(
+        provider=provider,
+        device=device,
+        device_name=device_name(device),
+        data=DATA_SOURCE,
+        quick=QUICK,
+    )
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_vae_trainer_steps(benchmark, provider: str) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_vae_trainer_steps(benchmark, device: str, provider: str) -> None:
+    _skip_unbuilt(device, provider)
     tmp = tempfile.TemporaryDirectory()
     counter = iter(range(10**6))
 
@@ -67,29 +109,36 @@ def test_vae_trainer_steps(benchmark, provider: str) -> None:
             batch_size=BATCH,
             lr=3e-4,
             progress=False,
+            device=device,
         )
         return (Trainer(_model(provider), cfg),), {}
 
     def run(trainer):
-        return trainer.fit(DATA)
+        rows = trainer.fit(DATA)
+        _sync(device)
+        return rows
 
-    benchmark.group = f"vae trainer | {STEPS} steps, batch {BATCH}"
-    benchmark.extra_info.update(provider=provider, steps=STEPS, batch=BATCH, quick=QUICK)
+    benchmark.group = _group(f"vae trainer | {STEPS} steps, batch {BATCH}", device)
+    benchmark.extra_info.update(_info(provider, device), steps=STEPS, batch=BATCH)
     rows = benchmark.pedantic(run, setup=setup, rounds=2 if QUICK else 5, warmup_rounds=1)
     assert rows and torch.isfinite(torch.tensor(rows[-1]["train_loss"]))
     tmp.cleanup()
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_vae_importance_sampling(benchmark, provider: str) -> None:
-    model = _model(provider).eval()
-    images = DATA.images[:N_IS]
+@pytest.mark.parametrize("device", DEVICES)
+def test_vae_importance_sampling(benchmark, device: str, provider: str) -> None:
+    _skip_unbuilt(device, provider)
+    model = _model(provider).to(device).eval()
+    images = DATA.images[:N_IS].to(device)
 
     def run():
         torch.manual_seed(0)
-        return importance_log_likelihood(model, images, k=K_IS)
+        out = importance_log_likelihood(model, images, k=K_IS)
+        _sync(device)
+        return out
 
-    benchmark.group = f"vae IS log p(x) | K={K_IS}, {N_IS} images"
-    benchmark.extra_info.update(provider=provider, k=K_IS, n=N_IS, quick=QUICK)
+    benchmark.group = _group(f"vae IS log p(x) | K={K_IS}, {N_IS} images", device)
+    benchmark.extra_info.update(_info(provider, device), k=K_IS, n=N_IS)
     out = benchmark.pedantic(run, rounds=3 if QUICK else 10, warmup_rounds=1)
     assert out.shape == (N_IS,) and torch.isfinite(out).all()

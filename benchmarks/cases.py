@@ -3,6 +3,11 @@
 Each case builds its inputs, names which of them require gradients, and maps a provider
 ("dgm_ext", "eager", "compile") to a callable. The pure-PyTorch references of
 ``dgm_ext.ops.reference`` are the baselines, in eager mode and under ``torch.compile``.
+
+Inputs are generated on the CPU (same values on every device) and moved to the device under
+test; on CUDA every timed callable ends with ``torch.cuda.synchronize`` (otherwise it would
+time the kernel launches only) and runs ``calls_per_round(device)`` calls per round so that
+the synchronisation's latency is amortised (report.py divides by it).
 """
 
 from __future__ import annotations
@@ -12,11 +17,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch._dynamo
 
 from dgm_ext import ops
 from dgm_ext.ops import reference as ref
 
 QUICK = os.environ.get("DGM_EXT_BENCH_QUICK", "0") == "1"
+
+# Devices benchmarked: the CPU always, CUDA when this torch build sees a GPU.
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+CUDA_CALLS = 2 if QUICK else 10  # back-to-back calls per timed round (and one sync) on CUDA
+
+
+def calls_per_round(device: str) -> int:
+    """How many calls one timed round makes: 1 on the CPU, ``CUDA_CALLS`` on CUDA."""
+    return CUDA_CALLS if torch.device(device).type == "cuda" else 1
+
+
+def device_name(device: str) -> str:
+    """The accelerator's name (CUDA), or "" for the CPU (pytest-benchmark's machine_info)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return ""
 
 
 @dataclass
@@ -120,18 +142,33 @@ CASES = [
     Case("planar_flow 65536x2 K=32", "planar_flow", _planar),
 ]
 
-_compiled: dict[str, Callable] = {}
+# torch.compile of the references, one compiled function per (case, device): each case's sizes
+# get their own static graph (dynamic=False). With one function shared by the three Bernoulli
+# sizes, the size-guard recompile of the second size switched to a size-generic (dynamic)
+# graph, so the large sizes were timed on a graph that is not what a model with fixed shapes
+# gets. The compiled functions of one reference still share its code object, whose
+# cache-entry limit (8) sizes x grad modes x devices can exceed; past it dynamo would silently
+# run eager, so the limit is raised and hitting it is made an error.
+_compiled: dict[tuple[str, str], Callable] = {}
 
 
-def provider_fn(case: Case, provider: str) -> Callable:
+def _compile(case: Case, device: str) -> Callable:
+    key = (case.name, torch.device(device).type)
+    if key not in _compiled:
+        dynamo_config = torch._dynamo.config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+        dynamo_config.fail_on_recompile_limit_hit = True
+        _compiled[key] = torch.compile(getattr(ref, case.op), fullgraph=True, dynamic=False)
+    return _compiled[key]
+
+
+def provider_fn(case: Case, provider: str, device: str = "cpu") -> Callable:
     if provider == "dgm_ext":
         return getattr(ops, case.op)
     if provider == "eager":
         return getattr(ref, case.op)
     if provider == "compile":
-        if case.op not in _compiled:
-            _compiled[case.op] = torch.compile(getattr(ref, case.op), fullgraph=True)
-        return _compiled[case.op]
+        return _compile(case, device)
     raise ValueError(f"unknown provider {provider!r}")
 
 
@@ -142,8 +179,9 @@ def _total(out) -> torch.Tensor:
 
 
 def runner(case: Case, provider: str, mode: str, device: str = "cpu") -> Callable[[], None]:
-    """A no-argument callable running one forward (mode "fwd") or forward+backward."""
-    fn = provider_fn(case, provider)
+    """A no-argument callable running one forward (mode "fwd") or forward+backward on the CPU;
+    on CUDA, ``calls_per_round(device)`` of them and then ``torch.cuda.synchronize``."""
+    fn = provider_fn(case, provider, device)
     args = case.inputs(device)
     leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     if mode == "fwd":
@@ -159,25 +197,65 @@ def runner(case: Case, provider: str, mode: str, device: str = "cpu") -> Callabl
                 t.grad = None
             _total(fn(*args)).backward()
 
-    return run
+    if torch.device(device).type != "cuda":
+        return run
+    calls = calls_per_round(device)
+    dev = torch.device(device)
+
+    def run_cuda() -> None:
+        for _ in range(calls):
+            run()
+        torch.cuda.synchronize(dev)
+
+    return run_cuda
+
+
+def _stored_bytes(t: torch.Tensor) -> int:
+    """Bytes of the distinct elements a tensor addresses: a broadcast (stride-0) dimension
+    counts once, so an expanded tensor counts at its stored size, not its broadcast size."""
+    n = 1
+    for size, stride in zip(t.shape, t.stride(), strict=True):
+        if stride != 0:
+            n *= size
+    return n * t.element_size()
+
+
+_floors: dict[str, dict[str, int]] = {}
 
 
 def floor_bytes(case: Case, mode: str) -> int:
-    """Bytes a fused implementation must move: read inputs and write outputs (fwd); plus read
-    inputs and the output gradient and write the input gradients (bwd)."""
-    args, grads = case.make()
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    with torch.no_grad():
+    """Minimal memory traffic of a fused implementation, in bytes (the same on every device).
+
+    Each input is read once at its stored size (a broadcast input, such as x in the
+    importance-sampling Bernoulli, counts at its stored size, not at the broadcast size) and
+    each output is written once:
+
+    - ``fwd``: read every input, write every output.
+    - ``fwd_bwd``: what one fused forward + backward must move: read every input once and the
+      output gradient once; write every output once and the gradient of every input that
+      requires one (at the input's stored size). The output gradient is the one the
+      benchmark's backward receives, that of the sum of every output (``_total``): an
+      expanded scalar (stride 0), one element per output. Inputs reread by a separate
+      backward pass, saved intermediates and a materialised output gradient are not counted:
+      they are costs of an implementation, not of the computation.
+
+    Until this rule, ``fwd_bwd`` counted 2 x inputs + 2 x outputs + input gradients. The copy
+    benchmark counts its read and its write alike, so floor_bytes / copy bandwidth is the time
+    at the device's measured memory bandwidth.
+    """
+    if case.name not in _floors:
+        args, grads = case.make()
+        leaves = [a.requires_grad_(True) for a, g in zip(args, grads, strict=True) if g]
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
         out = getattr(ref, case.op)(*args)
-    outs = out if isinstance(out, tuple) else (out,)
-    read = sum(t.numel() * t.element_size() for t in tensors)
-    written = sum(o.numel() * o.element_size() for o in outs)
-    if mode == "fwd":
-        return read + written
-    grad_bytes = sum(
-        t.numel() * t.element_size()
-        for a, g in zip(args, grads, strict=True)
-        if g and isinstance(a, torch.Tensor)
-        for t in [a]
-    )
-    return 2 * read + 2 * written + grad_bytes
+        outs = out if isinstance(out, tuple) else (out,)
+        read = sum(_stored_bytes(t) for t in tensors)
+        written = sum(_stored_bytes(o) for o in outs)
+        out_grads = torch.autograd.grad(_total(out), outs)
+        grad_out = sum(_stored_bytes(g) for g in out_grads)
+        in_grads = sum(_stored_bytes(t) for t in leaves)
+        _floors[case.name] = {
+            "fwd": read + written,
+            "fwd_bwd": read + grad_out + written + in_grads,
+        }
+    return _floors[case.name][mode]
