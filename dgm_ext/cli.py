@@ -6,6 +6,10 @@ Subcommands::
     dgm-ext eval CHECKPOINT [options]   ELBO, importance-sampled log p(x), bits/dim
     dgm-ext reproduce NAME [--quick]    run an experiment of SPEC §3 end to end
     dgm-ext list                        list the reproducible experiments
+
+``train`` and ``reproduce`` into an ``--out`` that already holds a training run resume it
+from its ``checkpoints/last.pt`` (and say so); ``--fresh`` moves such a folder aside to
+``<out>.old-<timestamp>`` (nothing is deleted) and starts over.
 """
 
 from __future__ import annotations
@@ -35,6 +39,28 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+_RESUME_HELP = (
+    "an --out that already holds a run is resumed from its checkpoints/last.pt (the console "
+    "says so); --fresh moves it aside to <out>.old-<timestamp> first (nothing is deleted) and "
+    "starts over"
+)
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default=None,
+        help="training device, e.g. cpu, cuda, cuda:1 (default: cuda:$LOCAL_RANK when CUDA "
+        "is available, else cpu)",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over when --out already exists: move it aside to <out>.old-<timestamp> "
+        "(default: resume the run found there)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``dgm-ext``."""
     parser = argparse.ArgumentParser(prog="dgm-ext", description=__doc__.splitlines()[0])
@@ -42,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model")
     tsub = train.add_subparsers(dest="model", required=True)
-    vae = tsub.add_parser("vae", help="train a VAE")
+    vae = tsub.add_parser("vae", help="train a VAE", epilog=_RESUME_HELP)
     _add_common(vae)
+    _add_training(vae)
     vae.add_argument("--out", default=None, help="run directory (default runs/vae-<time>)")
     vae.add_argument("--arch", default="mlp", choices=["mlp", "mlp-deep", "conv"])
     vae.add_argument("--latent-dim", type=int, default=20)
@@ -80,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=100)
     ev.add_argument("--json", default=None, help="also write the numbers to this JSON file")
 
-    rep = sub.add_parser("reproduce", help="run an experiment of SPEC §3")
+    rep = sub.add_parser("reproduce", help="run an experiment of SPEC §3", epilog=_RESUME_HELP)
     _add_common(rep)
+    _add_training(rep)
     rep.add_argument("name", help="experiment name (see `dgm-ext list`)")
     rep.add_argument("--quick", action="store_true", help="small version (< 1 minute on CPU)")
     rep.add_argument("--out", default=None, help="run directory (default runs/<name>-<time>)")
@@ -90,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--train-size", type=int, default=None, help="use the first N train images")
     rep.add_argument("--val-size", type=int, default=None, help="use the first N val images")
     rep.add_argument(
-        "--checkpoint", default=None, help="reuse a trained model.pt where the experiment allows"
+        "--checkpoint",
+        default=None,
+        help="reuse a trained model.pt instead of training (vae-no-encoder; other experiments "
+        "refuse it)",
     )
 
     sub.add_parser("list", help="list the reproducible experiments")
@@ -105,6 +136,23 @@ def _setup(args: argparse.Namespace) -> None:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if getattr(args, "device", None) is not None:
+        _check_device(args.device)
+
+
+def _check_device(device: str) -> None:
+    """Refuse a bad ``--device`` before any data is loaded (same rules as the trainer)."""
+    import torch
+
+    from dgm_ext.train import Trainer
+
+    resolve = getattr(Trainer, "_resolve_device", None)  # refuses invisible CUDA ordinals
+    try:
+        torch.device(device)
+        if resolve is not None:
+            resolve(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device}: {exc}") from None
 
 
 def _default_variant(likelihood: str) -> str:
@@ -112,7 +160,13 @@ def _default_variant(likelihood: str) -> str:
 
 
 def _cmd_train_vae(args: argparse.Namespace) -> int:
-    from dgm_ext.experiments.common import RunContext, default_run_dir, fit_model, load_splits
+    from dgm_ext.experiments.common import (
+        RunContext,
+        default_run_dir,
+        fit_model,
+        load_splits,
+        prepare_run_dir,
+    )
     from dgm_ext.vae import (
         VAEConfig,
         build_vae,
@@ -122,7 +176,6 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
     )
 
     out = Path(args.out) if args.out else default_run_dir("vae")
-    out.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(
         name="train-vae",
         out=out,
@@ -131,6 +184,8 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         ops=args.ops,
         progress=not args.no_progress,
+        device=args.device,
+        fresh=args.fresh,
     )
     variant = args.variant or _default_variant(args.likelihood)
     cfg = dict(
@@ -143,13 +198,19 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
         flow_length=args.flow_length,
     )
     VAEConfig(**cfg)  # validate before loading data
+    prepare_run_dir(out, args.fresh)
     (out / "vae_args.json").write_text(json.dumps(vars(args), indent=2), encoding="utf-8")
     train, val, test = load_splits(ctx, variant, args.train_size, args.val_size, None)
     model = build_vae(ops=args.ops, **cfg)
     t0 = time.perf_counter()
     fit_model(ctx, model, train, val, out, args.epochs, args.batch_size, args.lr, args.patience)
     save_vae(model, out / "model.pt")
-    res = {"train_time_s": time.perf_counter() - t0, "variant": variant}
+    res = {
+        "train_time_s": time.perf_counter() - t0,
+        "variant": variant,
+        "ops": model.ops.__name__,
+        "device": str(model.device),
+    }
     res["val"] = evaluate_elbo(model, val)
     if args.k > 0:
         res["test_log_px"] = evaluate_log_likelihood(model, test, k=args.k)
@@ -171,7 +232,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if model.config.likelihood == "categorical" and args.variant is None:
         variant = "grey"
     data = load_mnist(split=args.split, variant=variant, root=args.data_root, seed=args.data_seed)
-    res: dict = {"checkpoint": str(path), "split": args.split, "variant": variant}
+    res: dict = {
+        "checkpoint": str(path),
+        "split": args.split,
+        "variant": variant,
+        "ops": model.ops.__name__,
+    }
     res["elbo"] = evaluate_elbo(model, data, limit=args.limit)
     if args.k > 0:
         res["log_px"] = evaluate_log_likelihood(
@@ -202,6 +268,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         train_size=args.train_size,
         val_size=args.val_size,
         data_seed=args.data_seed,
+        device=args.device,
+        fresh=args.fresh,
     )
     print(f"wall time {res['wall_time_s']:.1f} s")
     return 0

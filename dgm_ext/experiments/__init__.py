@@ -27,11 +27,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ExperimentSpec:
-    """A registered experiment: its name, the module holding ``run`` and a one-line summary."""
+    """A registered experiment: its name, the module holding ``run``, a one-line summary and
+    whether its ``run`` uses ``ctx.checkpoint`` (``reproduce --checkpoint``)."""
 
     name: str
     module: str
     summary: str
+    takes_checkpoint: bool = False
 
     def load(self) -> Callable[[RunContext], dict]:
         """Import the module and return its ``run(ctx)`` function."""
@@ -41,11 +43,14 @@ class ExperimentSpec:
 EXPERIMENTS: dict[str, ExperimentSpec] = {}
 
 
-def register(name: str, module: str, summary: str) -> ExperimentSpec:
-    """Add an experiment to the registry (names must be unique)."""
+def register(
+    name: str, module: str, summary: str, takes_checkpoint: bool = False
+) -> ExperimentSpec:
+    """Add an experiment to the registry (names must be unique). ``takes_checkpoint``: its
+    ``run`` reuses ``ctx.checkpoint``; other experiments refuse ``--checkpoint``."""
     if name in EXPERIMENTS and EXPERIMENTS[name].module != module:
         raise ValueError(f"name: experiment {name!r} is already registered")
-    spec = ExperimentSpec(name, module, summary)
+    spec = ExperimentSpec(name, module, summary, takes_checkpoint)
     EXPERIMENTS[name] = spec
     return spec
 
@@ -89,4 +94,5 @@ register(
     "vae-no-encoder",
     "dgm_ext.experiments.vae_no_encoder",
     "per-example ELBO optimisation vs encoder (amortisation gap), left-half completion",
+    takes_checkpoint=True,
 )

@@ -21,6 +21,8 @@ __all__ = [
     "default_run_dir",
     "fit_model",
     "load_splits",
+    "prepare_run_dir",
+    "resume_message",
     "run_experiment",
     "write_results",
 ]
@@ -33,7 +35,10 @@ class RunContext:
     ``epochs``/``k``/``ops``/``train_size``/``val_size`` override the experiment's defaults
     when not ``None`` (sizes keep the first N images of the split); ``data_seed`` fixes the
     static binarisation independently of the training ``seed``;
-    ``quick`` asks for the small (< 1 minute on a laptop CPU) version.
+    ``quick`` asks for the small (< 1 minute on a laptop CPU) version. ``device`` is handed
+    to every ``TrainerConfig`` (``None``: the trainer's default, ``cuda:<LOCAL_RANK>`` when
+    CUDA is available, else the CPU). ``fresh`` asks :func:`run_experiment` to move an
+    existing run directory aside instead of resuming the training runs inside it.
     """
 
     name: str
@@ -49,6 +54,8 @@ class RunContext:
     train_size: int | None = None
     val_size: int | None = None
     data_seed: int = 0
+    device: str | None = None
+    fresh: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def path(self, *parts: str) -> Path:
@@ -96,6 +103,64 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Path:
     return Path(root) / f"{name}-{stamp}"
 
 
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def prepare_run_dir(out: Path, fresh: bool = False) -> Path | None:
+    """Create the run directory ``out``; with ``fresh``, first move an existing non-empty
+    one aside to ``<out>.old-<timestamp>`` (nothing is deleted) and say so on the console.
+
+    Returns where the old directory went (``None`` when nothing was moved). Refused under
+    ``torchrun`` (``WORLD_SIZE`` > 1), where every process would try to move it.
+    """
+    out = Path(out)
+    moved = None
+    if fresh and out.is_dir() and any(out.iterdir()):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                f"--fresh: {out} already exists; under torchrun move it aside (or pass a new "
+                "--out) before starting the processes"
+            )
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        moved = out.with_name(f"{out.name}.old-{stamp}")
+        n = 1
+        while moved.exists():
+            n += 1
+            moved = out.with_name(f"{out.name}.old-{stamp}-{n}")
+        out.rename(moved)
+        print(f"--fresh: moved the existing {out} to {moved}; starting over in {out}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return moved
+
+
+def resume_message(run_dir: Path, epochs: int | None = None) -> str | None:
+    """What rerunning a training into ``run_dir`` will do, when it holds
+    ``checkpoints/last.pt`` (the trainer then resumes from it); ``None`` otherwise."""
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return None
+    hint = "pass a new --out or --fresh to start over"
+    try:
+        from dgm_ext.train.checkpoint import load_checkpoint
+
+        t = load_checkpoint(last)["trainer"]
+        done, stopped = int(t["epoch"]), bool(t["stopped_early"])
+    except Exception as exc:  # the trainer reports a broken checkpoint itself
+        return f"resuming run in {run_dir} from {last} (unreadable here: {exc}); {hint}"
+    if stopped:
+        return (
+            f"run in {run_dir} stopped early after epoch {done} ({last}): nothing left to "
+            f"train; {hint}"
+        )
+    if epochs is not None and done >= epochs:
+        return (
+            f"run in {run_dir} already finished {done} epochs ({last}): nothing left to "
+            f"train; pass a larger --epochs to continue, or a new --out or --fresh to start over"
+        )
+    return f"resuming run in {run_dir} from epoch {done} ({last}); {hint}"
+
+
 def load_splits(
     ctx: RunContext,
     variant: str,
@@ -136,8 +201,15 @@ def fit_model(
 
     ``epoch_callback(epoch)`` is called after each epoch in ``epoch_callback``-mode, which
     trains one epoch per ``fit`` call and relies on the trainer's automatic resume.
+    A ``run_dir`` that already holds ``checkpoints/last.pt`` is resumed (the trainer's
+    default); that is announced on the console and in ``log.txt`` first.
     """
     from dgm_ext.train import Trainer, TrainerConfig
+
+    msg = resume_message(run_dir, epochs)
+    if msg is not None and _is_main_process():
+        ctx.log(msg)
+    ops = getattr(getattr(model, "ops", None), "__name__", ctx.ops)
 
     def config(n_epochs: int) -> TrainerConfig:
         return TrainerConfig(
@@ -148,6 +220,8 @@ def fit_model(
             seed=ctx.seed,
             patience=patience,
             progress=ctx.progress,
+            device=ctx.device,
+            extra={"ops": ops},
         )
 
     if epoch_callback is None:
@@ -201,14 +275,31 @@ def run_experiment(
 
     The run directory (default ``runs/<name>-<timestamp>``) receives ``config.json``,
     per-model training folders (metrics, checkpoints), figures, ``results.md`` and
-    ``results.json``.
+    ``results.json``. Training folders left by an earlier run into the same ``out`` are
+    resumed (announced on the console); ``fresh=True`` moves such an ``out`` aside to
+    ``<out>.old-<timestamp>`` first and starts over.
     """
     from dgm_ext.experiments import get_experiment
 
     spec = get_experiment(name)
     out_dir = Path(out) if out is not None else default_run_dir(name)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(name=name, out=out_dir, quick=quick, **options)
+    if ctx.checkpoint and not spec.takes_checkpoint:
+        from dgm_ext.experiments import EXPERIMENTS
+
+        able = sorted(n for n, s in EXPERIMENTS.items() if s.takes_checkpoint)
+        raise ValueError(
+            f"checkpoint: experiment {name!r} trains its own models and does not take "
+            f"--checkpoint (experiments that do: {', '.join(able) or 'none'})"
+        )
+    if ctx.checkpoint and not Path(ctx.checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint: no model file at {ctx.checkpoint}")
+    if ctx.fresh and ctx.checkpoint and out_dir.resolve() in Path(ctx.checkpoint).resolve().parents:
+        raise ValueError(
+            f"--fresh would move {ctx.checkpoint} aside with the run directory {out_dir}; "
+            "copy the checkpoint elsewhere or pass a new --out"
+        )
+    prepare_run_dir(out_dir, ctx.fresh)
     if ctx.seed is not None:
         torch.manual_seed(ctx.seed)
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(ctx).items()}
