@@ -345,3 +345,110 @@ def test_categorical_index_check_sees_broadcast_and_strided_x():
         ops.categorical_log_prob(logits, x.t())
     with pytest.raises(ValueError, match="'x'"):
         ops.categorical_log_prob(r(4, 5), torch.tensor([0, 1, 2, 5]).expand(3, 4))
+
+
+# ------------------------------------------------------------------------------ CPU half, meta mix
+def _valid_args(name: str, dtype=f32) -> tuple[list, dict]:
+    """Valid positional arguments of the raw operator ``name`` (CPU) and the public kwargs."""
+    if name == "categorical_log_prob":
+        return [r(2, 3, 4, dtype=dtype), idx(2, 3)], {}
+    if name == "affine_coupling":
+        return [r(2, 4, dtype=dtype), r(2, 4, dtype=dtype), r(2, 4, dtype=dtype), u01(4)], {}
+    if name == "planar_flow":
+        return [r(5, 3, dtype=dtype), r(2, 3, dtype=dtype), r(2, 3, dtype=dtype), r(2)], {}
+    n = {
+        "bernoulli_log_prob": 2,
+        "gaussian_log_prob": 3,
+        "beta_log_prob": 3,
+        "kl_normal_std": 2,
+        "kl_normal": 4,
+        "reparameterize": 3,
+    }[name]
+    return [u01(2, 3, dtype=dtype) for _ in range(n)], {}
+
+
+_ARG_NAMES = {
+    "bernoulli_log_prob": ("logits", "x"),
+    "gaussian_log_prob": ("x", "mean", "logvar"),
+    "beta_log_prob": ("x", "alpha", "beta"),
+    "categorical_log_prob": ("logits", "x"),
+    "kl_normal_std": ("mu", "logvar"),
+    "kl_normal": ("mu_q", "logvar_q", "mu_p", "logvar_p"),
+    "reparameterize": ("mu", "logvar", "eps"),
+    "affine_coupling": ("x", "s", "t", "mask"),
+    "planar_flow": ("z", "u", "w", "b"),
+}
+_OPS = list(_ARG_NAMES)
+
+
+def _raw_args(name: str, args: list) -> list:
+    if name == "beta_log_prob":
+        return [*args, 1e-6]
+    if name == "affine_coupling":
+        return [*args, False]
+    return args
+
+
+def _cast_floats(args: list, dtype) -> list:
+    return [a.to(dtype) if a.is_floating_point() else a for a in args]
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("name", _OPS)
+def test_cpu_half_raises_type_error_real_and_fake(name, half):
+    """float16/bfloat16 on CPU: the CPU kernel raises TypeError naming the first argument, and
+    so must the fake kernel (FakeTensorMode, i.e. torch.compile tracing) with the same text."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    args, _ = _valid_args(name)
+    args = _raw_args(name, _cast_floats(args, half))
+    first = f"'{_ARG_NAMES[name][0]}'"
+    op = getattr(LIB, name).default
+    with pytest.raises(TypeError, match=first) as real:
+        op(*args)
+    with pytest.raises(TypeError, match=first):
+        getattr(ops, name)(*args[: len(_ARG_NAMES[name])])
+    with FakeTensorMode() as mode:
+        fargs = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        assert all(a.device.type == "cpu" for a in fargs if isinstance(a, torch.Tensor))
+        with pytest.raises(TypeError, match=first) as fake:
+            op(*fargs)
+    assert str(fake.value) == str(real.value)
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("name", _OPS)
+def test_fake_kernel_accepts_half_off_cpu(name, half):
+    """The fake kernels keep accepting float16/bfloat16 where the device may be CUDA (meta
+    tensors; FakeTensorMode over CUDA tensors when CUDA exists)."""
+    args, _ = _valid_args(name)
+    args = _raw_args(name, _cast_floats(args, half))
+    op = getattr(LIB, name).default
+    meta = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in args]
+    outs = op(*meta)
+    for o in outs if isinstance(outs, tuple) else (outs,):
+        assert o.device.type == "meta" and o.dtype == half
+    if torch.cuda.is_available():
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        cuda = [a.cuda() if isinstance(a, torch.Tensor) else a for a in args]
+        with FakeTensorMode() as mode:
+            fargs = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in cuda]
+            op(*fargs)
+
+
+@pytest.mark.parametrize("name", _OPS)
+def test_meta_device_mix_raises_value_error(name):
+    """One argument on ``meta``, the others on CPU: a ValueError naming that argument (the
+    dispatcher routes mixed CPU/meta calls to the fake kernel), from the raw op and the
+    public wrapper, instead of an output on the wrong device."""
+    args, _ = _valid_args(name)
+    names = _ARG_NAMES[name]
+    for i, arg_name in enumerate(names):
+        mixed = list(args)
+        mixed[i] = mixed[i].to("meta")
+        with pytest.raises(ValueError, match=f"'{arg_name}' is on meta") as e:
+            getattr(LIB, name).default(*_raw_args(name, mixed))
+        assert "meta" in str(e.value) and "cpu" in str(e.value)
+        with pytest.raises(ValueError, match=f"'{arg_name}'"):
+            getattr(ops, name)(*mixed)

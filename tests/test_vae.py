@@ -313,6 +313,43 @@ def test_planar_logdet_matches_autograd_jacobian() -> None:
     torch.testing.assert_close(ld_op, ld)
 
 
+def _ind_u_hat(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Rezende & Mohamed (2015) appendix A: û = u + (−1 + log(1 + e^{w·u}) − w·u) w / ‖w‖²."""
+    wu = torch.dot(w, u)
+    return u + (-1.0 + torch.log1p(torch.exp(wu)) - wu) * w / torch.dot(w, w)
+
+
+def _ind_planar_map(z: torch.Tensor, u, w, b) -> torch.Tensor:
+    """One example's planar flow z ↦ z + û_k tanh(w_k·z + b_k), k = 1..K (1-D z)."""
+    for k in range(u.shape[0]):
+        z = z + _ind_u_hat(u[k], w[k]) * torch.tanh(torch.dot(w[k], z) + b[k])
+    return z
+
+
+def _flow_posterior_reference(model, mu, logvar, h, eps):
+    """Independent (float64) z_K, log q(z_K|x) and log p(z_K) from the noise ``eps`` (S, B, L):
+    log q(z_K|x) = log N(z_0; mu, σ²) − log|det ∂z_K/∂z_0| with the Jacobian by autograd."""
+    u, w, b = (t.detach().double() for t in model.flow.params(h))
+    mu, logvar, eps = mu.detach().double(), logvar.detach().double(), eps.double()
+    z0 = mu + torch.exp(0.5 * logvar) * eps
+    log_q0 = D.Normal(mu, torch.exp(0.5 * logvar)).log_prob(z0).sum(-1)
+    zk = torch.empty_like(z0)
+    logdet = torch.empty(z0.shape[:-1], dtype=torch.float64)
+    for idx in torch.cartesian_prod(*(torch.arange(n) for n in z0.shape[:-1])).view(
+        -1, z0.dim() - 1
+    ):
+        idx = tuple(idx.tolist())
+        ex = idx[-1]  # the example (batch) index
+        params = (u[ex], w[ex], b[ex]) if model.flow.amortized else (u, w, b)
+        zk[idx] = _ind_planar_map(z0[idx], *params)
+        jac = torch.autograd.functional.jacobian(
+            lambda v, p=params: _ind_planar_map(v, *p), z0[idx]
+        )
+        logdet[idx] = torch.linalg.slogdet(jac).logabsdet
+    log_p = D.Normal(0.0, 1.0).log_prob(zk).sum(-1)
+    return zk, log_q0 - logdet, log_p
+
+
 @pytest.mark.parametrize("amortized", [True, False])
 def test_planar_posterior_vae(amortized: bool) -> None:
     torch.manual_seed(0)
@@ -322,18 +359,33 @@ def test_planar_posterior_vae(amortized: bool) -> None:
         for p in model.flow.parameters():
             p.add_(0.5 * torch.randn_like(p))
     mu, logvar, h = model.encode(x)
-    z, log_q = model.sample_posterior(mu, logvar, h, n_samples=3)
-    assert z.shape == (3, 4, 2) and log_q.shape == (3, 4)
-    # log q(z_K) = log N(z_0) - logdet: check against the Jacobian for one example
+    # sample_posterior draws its noise as torch.randn(S, B, L) first: replay it
     torch.manual_seed(3)
-    eps = torch.randn(2)
-    z0 = (mu[0] + torch.exp(0.5 * logvar[0]) * eps).detach()
+    z, log_q = model.sample_posterior(mu, logvar, h, n_samples=3)
+    torch.manual_seed(3)
+    eps = torch.randn(3, 4, 2)
+    assert z.shape == (3, 4, 2) and log_q.shape == (3, 4)
+    zk, exp_log_q, _ = _flow_posterior_reference(model, mu, logvar, h, eps)
+    torch.testing.assert_close(z.double(), zk, atol=1e-5, rtol=1e-5)  # the noise was replayed
+    # log q(z_K|x) = log N(z_0) − log|det J| against the autograd Jacobian, every sample
+    torch.testing.assert_close(log_q.double(), exp_log_q, atol=1e-4, rtol=1e-5)
+    # the flow's own log-det for one example, as before
     u, w, b = model.flow.params(h)
     u, w, b = (t[0] if amortized else t for t in (u, w, b))
-    u_hat = planar_u_hat(u, w)
-    jac = torch.autograd.functional.jacobian(lambda v: planar_flow_batched(v, u_hat, w, b)[0], z0)
+    z0 = (mu[0] + torch.exp(0.5 * logvar[0]) * eps[0, 0]).detach()
+    jac = torch.autograd.functional.jacobian(
+        lambda v: planar_flow_batched(v, planar_u_hat(u, w), w, b)[0], z0
+    )
     _, logdet = model.flow(z0[None], h[:1], model.ops)
     torch.testing.assert_close(logdet[0], torch.linalg.slogdet(jac)[1], atol=1e-4, rtol=1e-4)
+    # the single-sample KL term of elbo_terms: log q(z_K|x) − log p(z_K), with its noise replayed
+    torch.manual_seed(5)
+    terms = model.elbo_terms(x)
+    torch.manual_seed(5)
+    eps1 = torch.randn(4, 2)
+    _, exp_log_q1, exp_log_p1 = _flow_posterior_reference(model, mu, logvar, h, eps1)
+    torch.testing.assert_close(terms["kl"].double(), exp_log_q1 - exp_log_p1, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(terms["elbo"], terms["rec"] - terms["kl"])
     metrics = model.training_step((x, None))
     assert torch.isfinite(metrics["loss"])
     metrics["loss"].backward()

@@ -21,22 +21,55 @@ def _bshape(op: str, **tensors: Tensor) -> list[int]:
         raise ValueError(f"dgm_ext.{op}: arguments do not broadcast: {shapes}") from err
 
 
-def _check_float(op: str, ref_name: str, **tensors: Tensor) -> None:
-    ref = tensors[ref_name]
-    if ref.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise TypeError(
-            f"dgm_ext.{op}: argument '{ref_name}' must be a floating tensor, got {ref.dtype}"
-        )
+# c10::ScalarType names, as the C++ frontends print them.
+_SCALAR_NAMES = {
+    torch.float16: "Half",
+    torch.bfloat16: "BFloat16",
+    torch.float32: "Float",
+    torch.float64: "Double",
+    torch.int64: "Long",
+    torch.int32: "Int",
+    torch.int16: "Short",
+    torch.int8: "Char",
+    torch.uint8: "Byte",
+    torch.bool: "Bool",
+}
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _scalar_name(dtype: torch.dtype) -> str:
+    return _SCALAR_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def _check_device(op: str, ref_name: str, ref: Tensor, **tensors: Tensor) -> None:
+    """ValueError naming the argument that is not on ``ref``'s device (as the C++ check_device)."""
     for name, t in tensors.items():
-        if t.dtype != ref.dtype:
-            raise TypeError(
-                f"dgm_ext.{op}: argument '{name}' must have the same dtype as '{ref_name}' "
-                f"({ref.dtype}), got {t.dtype}"
-            )
         if t.device != ref.device:
             raise ValueError(
                 f"dgm_ext.{op}: argument '{name}' is on {t.device} but '{ref_name}' is on "
-                f"{ref.device}"
+                f"{ref.device}; all tensor arguments must be on the same device"
+            )
+
+
+def _check_float(op: str, ref_name: str, **tensors: Tensor) -> None:
+    """The C++ check_floating + check_like: the reference argument must be float32/float64
+    (float16/bfloat16 too, except on a CPU device, whose kernels reject them), every other
+    argument on its device and of its dtype."""
+    ref = tensors[ref_name]
+    allow_half = ref.device.type != "cpu"  # CUDA computes them in float32; meta can't tell
+    ok = ref.dtype in (torch.float32, torch.float64) or (allow_half and ref.dtype in _HALF)
+    if not ok:
+        kinds = "float16/bfloat16/float32/float64" if allow_half else "float32/float64"
+        raise TypeError(
+            f"dgm_ext.{op}: argument '{ref_name}' must be a {kinds} tensor, got "
+            f"{_scalar_name(ref.dtype)}"
+        )
+    for name, t in tensors.items():
+        _check_device(op, ref_name, ref, **{name: t})
+        if t.dtype != ref.dtype:
+            raise TypeError(
+                f"dgm_ext.{op}: argument '{name}' must have the same dtype as '{ref_name}' "
+                f"({_scalar_name(ref.dtype)}), got {_scalar_name(t.dtype)}"
             )
 
 
@@ -72,6 +105,7 @@ def _(logits, x):
 
 @torch.library.register_fake("dgm_ext::bernoulli_log_prob_backward")
 def _(grad, logits, x, needs):
+    _check_device("bernoulli_log_prob_backward", "logits", logits, grad=grad)
     full, ref = _rows("bernoulli_log_prob_backward", "logits", logits=logits, x=x)
     return _grads(needs, full, ref)
 
@@ -84,6 +118,7 @@ def _(x, mean, logvar):
 
 @torch.library.register_fake("dgm_ext::gaussian_log_prob_backward")
 def _(grad, x, mean, logvar, needs):
+    _check_device("gaussian_log_prob_backward", "x", x, grad=grad)
     full, ref = _rows("gaussian_log_prob_backward", "x", x=x, mean=mean, logvar=logvar)
     return _grads(needs, full, ref)
 
@@ -96,18 +131,26 @@ def _(x, alpha, beta, eps):
 
 @torch.library.register_fake("dgm_ext::beta_log_prob_backward")
 def _(grad, x, alpha, beta, eps, needs):
+    _check_device("beta_log_prob_backward", "x", x, grad=grad)
     full, ref = _rows("beta_log_prob_backward", "x", x=x, alpha=alpha, beta=beta)
     return _grads(needs, full, ref)
 
 
 def _categorical_shape(op: str, logits: Tensor, x: Tensor) -> list[int]:
+    # same order of checks as the C++ categorical_prepare
+    _check_float(op, "logits", logits=logits)
+    _check_device(op, "logits", logits, x=x)
     if x.dtype != torch.int64:
-        raise TypeError(f"dgm_ext.{op}: argument 'x' must be an int64 tensor, got {x.dtype}")
+        raise TypeError(
+            f"dgm_ext.{op}: argument 'x' must be an int64 tensor of class indices, got "
+            f"{_scalar_name(x.dtype)}"
+        )
     if logits.dim() < 2:
         raise ValueError(f"dgm_ext.{op}: 'logits' must have shape (*B, D, K)")
-    _check_float(op, "logits", logits=logits)
     if x.dim() < 1:
         raise ValueError(f"dgm_ext.{op}: 'x' must have shape (*B, D), got a scalar")
+    if logits.shape[-1] < 1:
+        raise ValueError(f"dgm_ext.{op}: 'logits' must have at least one class (K >= 1)")
     return _bshape(op, logits=logits[..., 0], x=x)
 
 
@@ -119,6 +162,7 @@ def _(logits, x):
 
 @torch.library.register_fake("dgm_ext::categorical_log_prob_backward")
 def _(grad, logits, x, lse):
+    _check_device("categorical_log_prob_backward", "logits", logits, grad=grad, lse=lse)
     full = _categorical_shape("categorical_log_prob_backward", logits, x)
     return logits.new_empty([*full, logits.shape[-1]])
 
@@ -131,6 +175,7 @@ def _(mu, logvar):
 
 @torch.library.register_fake("dgm_ext::kl_normal_std_backward")
 def _(grad, mu, logvar, needs):
+    _check_device("kl_normal_std_backward", "mu", mu, grad=grad)
     full, ref = _rows("kl_normal_std_backward", "mu", mu=mu, logvar=logvar)
     return _grads(needs, full, ref)
 
@@ -145,6 +190,7 @@ def _(mu_q, logvar_q, mu_p, logvar_p):
 
 @torch.library.register_fake("dgm_ext::kl_normal_backward")
 def _(grad, mu_q, logvar_q, mu_p, logvar_p, needs):
+    _check_device("kl_normal_backward", "mu_q", mu_q, grad=grad)
     full, ref = _rows(
         "kl_normal_backward", "mu_q", mu_q=mu_q, logvar_q=logvar_q, mu_p=mu_p, logvar_p=logvar_p
     )
@@ -159,6 +205,7 @@ def _(mu, logvar, eps):
 
 @torch.library.register_fake("dgm_ext::reparameterize_backward")
 def _(grad, mu, logvar, eps, needs):
+    _check_device("reparameterize_backward", "mu", mu, grad=grad)
     full, ref = _rows("reparameterize_backward", "mu", mu=mu, logvar=logvar, eps=eps)
     return _grads(needs, full, ref)
 
@@ -173,6 +220,7 @@ def _(x, s, t, mask, reverse):
 
 @torch.library.register_fake("dgm_ext::affine_coupling_backward")
 def _(grad_y, grad_logdet, x, s, t, mask, reverse, needs):
+    _check_device("affine_coupling_backward", "x", x, grad_y=grad_y, grad_logdet=grad_logdet)
     full, ref = _rows("affine_coupling_backward", "x", x=x, s=s, t=t, mask=mask)
     return _grads(needs, full, ref)
 
@@ -201,6 +249,9 @@ def _(z, u, w, b):
 @torch.library.register_fake("dgm_ext::planar_flow_backward")
 def _(grad_z, grad_logdet, z_out, act, u, w, b):
     _planar_check("planar_flow_backward", z_out, u, w, b)
+    _check_device(
+        "planar_flow_backward", "z_out", z_out, grad_z=grad_z, grad_logdet=grad_logdet, act=act
+    )
     return (
         z_out.new_empty(z_out.shape),
         u.new_empty(u.shape),
@@ -283,6 +334,9 @@ def _coupling_setup(ctx, inputs, output):
     ctx.save_for_backward(x, s, t, mask)
     ctx.reverse = reverse
     ctx.needs = [bool(ctx.needs_input_grad[i]) for i in range(3)]
+    # An output the loss does not use reaches the backward as None (zeros are filled in
+    # there, only for the output that needs them) instead of a materialised zero tensor.
+    ctx.set_materialize_grads(False)
 
 
 def _coupling_bwd(ctx, grad_y, grad_logdet):
@@ -299,6 +353,7 @@ def _planar_setup(ctx, inputs, output):
     _z, u, w, b = inputs
     z_out, _logdet, act = output
     ctx.save_for_backward(z_out, act, u, w, b)
+    ctx.set_materialize_grads(False)  # see _coupling_setup: unused outputs come as None
 
 
 def _planar_bwd(ctx, grad_z, grad_logdet, _grad_act):
