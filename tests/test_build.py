@@ -107,7 +107,8 @@ def test_build_stamp_of_the_real_extension_matches_build_info():
 
 # ------------------------------------------------------------------ C++ standard
 def test_build_info_reports_the_cmake_standard():
-    m = re.search(r"^set\(DGM_EXT_CXX_STANDARD (\d+)\)", (ROOT / "CMakeLists.txt").read_text(), re.M)
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    m = re.search(r"^set\(DGM_EXT_CXX_STANDARD (\d+)\)", cmake, re.M)
     assert m, "CMakeLists.txt must set DGM_EXT_CXX_STANDARD"
     assert dgm_ext.build_info()["cxx_standard"] == f"c++{m.group(1)}"
 

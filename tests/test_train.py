@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
+import math
 import sys
 import types
 
 import pytest
 import torch
+from _train_helpers import Regressor, Scripted, cfg, regression_data
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -34,30 +35,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def regression_data(n=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, generator=g)
-    return TensorDataset(x, x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1)
-
-
-class Regressor(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = nn.Linear(3, 1)
-
-    def training_step(self, batch):
-        x, y = batch
-        err = self.lin(x).squeeze(-1) - y
-        return {"loss": (err**2).mean(), "mae": err.abs().mean()}
-
-
-def cfg(tmp_path, **kw):
-    kw.setdefault("progress", False)
-    kw.setdefault("batch_size", 16)
-    return TrainerConfig(run_dir=tmp_path / "run", **kw)
 
 
 # ----------------------------------------------------------------------------- config
@@ -232,18 +209,6 @@ def test_custom_step_model_without_eval_method_rejects_val_set(tmp_path):
 
 
 # ---------------------------------------------------------------- early stopping
-class Scripted(Regressor):
-    """Validation loss follows a script, one value per epoch."""
-
-    def __init__(self, script):
-        super().__init__()
-        self.script, self.calls = list(script), 0
-
-    def validation_step(self, batch):
-        self.calls += 1
-        return {"loss": torch.tensor(self.script[self.calls - 1])}
-
-
 @pytest.mark.parametrize("mode", ["min", "max"])
 def test_early_stopping_stops_at_the_right_epoch(tmp_path, mode):
     script = [5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 1.0, 0.5]  # best at epoch 3, then 3 bad epochs
@@ -323,6 +288,104 @@ def test_nan_before_any_checkpoint_and_gradient_check(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"gradient norm of loss .* step 1") as e:
         Trainer(InfGrad(), cfg(tmp_path / "b", epochs=1, check_grads=True)).fit(regression_data())
     assert e.value.step == 1
+
+
+class SGDRegressor(Regressor):
+    """Plain SGD with lr 1: a step moves the weights by exactly minus the (clipped) gradient."""
+
+    def configure_optimizers(self, config):
+        return torch.optim.SGD(self.parameters(), lr=1.0)
+
+
+@pytest.mark.parametrize("custom_step", [False, True])
+def test_grad_clip_limits_the_global_gradient_norm(tmp_path, custom_step):
+    data = regression_data(16)  # one batch of 16: the gradient does not depend on the order
+
+    class Model(SGDRegressor):
+        if custom_step:
+
+            def train_step(self, batch, ctx):
+                out = self.training_step(batch)
+                ctx.step(ctx.optimizers[0], out["loss"])
+                return {"loss": out["loss"].detach()}
+
+    probe = Model()
+    probe.training_step(data[:])["loss"].backward()
+    raw = torch.cat([p.grad.reshape(-1) for p in probe.parameters()]).norm().item()
+    assert raw > 1.0  # well above the clip threshold below
+
+    for clip, expected in ((0.25, 0.25), (None, raw)):
+        model = Model()
+        before = torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
+        Trainer(model, cfg(tmp_path / f"clip{clip}", epochs=1, grad_clip=clip)).fit(data)
+        after = torch.cat([p.detach().reshape(-1).cpu() for p in model.parameters()])
+        assert (after - before).norm().item() == pytest.approx(expected, rel=1e-5), clip
+
+
+class ScriptedMetrics(Regressor):
+    """validation_step returns, per epoch, the next entry of a script of metric dicts."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.script, self.calls = script, 0
+
+    def validation_step(self, batch):
+        self.calls += 1
+        return {k: torch.tensor(v) for k, v in self.script[self.calls - 1].items()}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_validation_loss_stops_training(tmp_path, bad):
+    model = ScriptedMetrics([{"loss": 2.0}, {"loss": bad}, {"loss": 1.0}])
+    t = Trainer(model, cfg(tmp_path, epochs=3, val_batch_size=64))
+    with pytest.raises(
+        NonFiniteLossError, match=rf"Non-finite validation loss \({bad}\) at epoch 2"
+    ):
+        t.fit(regression_data(), regression_data(8))
+    ckdir = tmp_path / "run" / "checkpoints"
+    for name in ("last.pt", "best.pt"):  # the bad epoch was not recorded
+        assert load_checkpoint(ckdir / name)["trainer"]["epoch"] == 1, name
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_non_finite_monitored_metric_stops_training(tmp_path):
+    script = [
+        {"loss": 2.0, "acc": 0.5},
+        {"loss": 1.5, "acc": float("nan")},
+        {"loss": 1.0, "acc": 0.9},
+    ]
+    t = Trainer(
+        ScriptedMetrics(script),
+        cfg(
+            tmp_path, epochs=3, monitor="val_acc", monitor_mode="max", patience=2, val_batch_size=64
+        ),
+    )
+    with pytest.raises(NonFiniteLossError, match=r"Non-finite val_acc \(nan\) at epoch 2") as e:
+        t.fit(regression_data(), regression_data(8))
+    assert e.value.name == "val_acc"
+    assert t.best == 0.5 and t.best_epoch == 1 and t.bad_epochs == 0
+
+
+def test_drop_last(tmp_path):
+    class Sizes(Regressor):
+        def __init__(self):
+            super().__init__()
+            self.sizes = []
+
+        def training_step(self, batch):
+            self.sizes.append(len(batch[0]))
+            return super().training_step(batch)
+
+    data = regression_data(70)  # 4 full batches of 16 and one of 6
+    for drop_last, sizes in ((False, [16, 16, 16, 16, 6]), (True, [16, 16, 16, 16])):
+        model = Sizes()
+        hist = Trainer(model, cfg(tmp_path / str(drop_last), epochs=2, drop_last=drop_last)).fit(
+            data
+        )
+        assert model.sizes == sizes * 2, drop_last
+        assert [r["step"] for r in hist] == [len(sizes), 2 * len(sizes)]
+    with pytest.raises(ValueError, match=r"no batch per process .*drop_last True"):
+        Trainer(Sizes(), cfg(tmp_path / "tiny", epochs=1, drop_last=True)).fit(regression_data(8))
 
 
 # ------------------------------------------------------------------- checkpoints
@@ -506,15 +569,38 @@ def test_trains_on_image_dataset_with_dynamic_binarisation(tmp_path):
 
 
 # -------------------------------------------------------------------- TensorBoard
-HAVE_TB = importlib.util.find_spec("tensorboard") is not None
+try:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+except ImportError:  # optional dependency (CI installs it)
+    EventAccumulator = None
 
 
-@pytest.mark.skipif(not HAVE_TB, reason="tensorboard is not installed (optional)")
-def test_tensorboard_event_files(tmp_path):
-    Trainer(Regressor(), cfg(tmp_path, epochs=2, tensorboard=True, log_every=1)).fit(
-        regression_data()
-    )
-    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+@pytest.mark.skipif(
+    EventAccumulator is None,
+    reason="tensorboard is not importable (pip install tensorboard; CI installs it)",
+)
+def test_tensorboard_event_files_match_metrics(tmp_path):
+    """The real SummaryWriter: read the event files back; every epoch scalar has the value
+    and epoch of metrics.jsonl, step scalars come every log_every steps."""
+    t = Trainer(Regressor(), cfg(tmp_path, epochs=3, tensorboard=True, log_every=3))
+    hist = t.fit(regression_data(), regression_data(16))  # 4 steps per epoch
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows == hist and len(rows) == 3
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
+    ea = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})  # 0: keep them all
+    ea.Reload()
+    keys = [k for k in rows[0] if k != "epoch"]
+    assert {"train_loss", "train_mae", "val_loss", "val_mae", "lr", "step", "time_s"} <= set(keys)
+    assert set(ea.Tags()["scalars"]) == {f"epoch/{k}" for k in keys} | {"step/train_loss"}
+    for k in keys:
+        events = ea.Scalars(f"epoch/{k}")
+        assert [e.step for e in events] == [1, 2, 3], k
+        for e, row in zip(events, rows, strict=True):
+            assert e.value == pytest.approx(row[k], rel=1e-6), k  # stored as float32
+    steps = ea.Scalars("step/train_loss")
+    assert [e.step for e in steps] == [3, 6, 9, 12]
+    assert all(math.isfinite(e.value) and e.value > 0 for e in steps)
 
 
 def test_tensorboard_calls_with_a_recording_writer(tmp_path, monkeypatch):
@@ -547,7 +633,7 @@ def test_tensorboard_calls_with_a_recording_writer(tmp_path, monkeypatch):
             assert (f"epoch/{key}", row[key], row["epoch"]) in calls
 
 
-@pytest.mark.skipif(HAVE_TB, reason="checks the error raised when tensorboard is missing")
-def test_tensorboard_missing_gives_clear_error(tmp_path):
+def test_tensorboard_missing_gives_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     with pytest.raises(ImportError, match="pip install tensorboard"):
         Trainer(Regressor(), cfg(tmp_path, tensorboard=True))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Torch-free compile check of the CUDA kernels: compiles every csrc/cuda/*.cu with nvcc for
-# sm_80 and sm_90 with the project's C++ standard (no torch headers needed; bindings_cuda.cpp is not compiled here).
+# sm_80 and sm_90 with the project's C++ standard (no torch headers needed; bindings_cuda.cpp
+# is not compiled here).
 # Exit status: 0 when all compile (or when nvcc is absent: skipped), 1 on any failure.
 set -u
 cd "$(dirname "$0")/.."

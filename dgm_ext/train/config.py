@@ -22,6 +22,12 @@ class TrainerConfig:
     Training stops after ``epochs`` epochs or ``max_steps`` optimisation steps, whichever
     comes first (either may be ``None``, not both). A ``max_steps`` limit reached inside an
     epoch closes that (partial) epoch: it is validated, logged and checkpointed.
+
+    ``resume=True`` (default) continues from ``<run_dir>/checkpoints/last.pt`` when present;
+    if that file cannot be read, from the newest intact ``epoch-XXXX.pt``/``best.pt`` (with
+    a warning; the unreadable file is kept as ``last.pt.corrupt-<time>``), or, if there is
+    none, stops with an error naming the files. ``resume=False`` starts from scratch and
+    moves an earlier run's files into ``<run_dir>/old-<time>/`` (nothing is deleted).
     """
 
     run_dir: str | Path
@@ -51,7 +57,7 @@ class TrainerConfig:
     check_grads: bool = False  # also stop on non-finite gradient norms
     device: str | None = None  # default: cuda:<LOCAL_RANK> when available, else cpu
     find_unused_parameters: bool = False  # passed to DistributedDataParallel
-    resume: bool = True  # resume from <run_dir>/checkpoints/last.pt when present
+    resume: bool = True  # resume from <run_dir>/checkpoints/last.pt when present (see above)
     eps: float = 1e-8  # Adam epsilon
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded in config.json
 

@@ -43,13 +43,31 @@ history, so it continues bit-identically (single process, deterministic kernels,
 or pass ``resume=False`` to start over in the same one). Nothing is written after a
 :class:`NonFiniteLossError`, so ``last.pt`` remains the last good state.
 
+``resume=False`` never deletes anything: if ``run_dir`` holds an earlier run, its
+``checkpoints/``, ``metrics.jsonl``/``metrics.csv``, ``config.json`` and ``tb/`` are moved
+into ``<run_dir>/old-<YYYYmmdd-HHMMSS>/`` (a warning names it) and training starts from
+scratch.
+
+A ``last.pt`` that cannot be read (truncated by a full disk, a copy that stopped half way)
+is never overwritten or deleted: the trainer resumes from the newest intact checkpoint it
+wrote besides it (``epoch-XXXX.pt`` with ``keep_last``, or ``best.pt``, compared by training
+step), with a warning that names the unreadable file and the one used, and renames the
+unreadable file to ``last.pt.corrupt-<YYYYmmdd-HHMMSS>`` just before writing the next
+``last.pt``. If no intact checkpoint exists it raises a one-line ``RuntimeError`` naming the
+unreadable file and every checkpoint it tried, and leaves the files as they are; start
+fresh with ``resume=False`` (which moves them aside, see above) or another ``run_dir``.
+
 Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the trainer initialises the process
-group (NCCL on CUDA, gloo on CPU) unless already initialised, wraps the model in
-``DistributedDataParallel`` (for custom ``train_step`` models gradients are averaged by
-``ctx.step`` instead), shards every epoch like ``DistributedSampler`` (global batch =
-``world_size * batch_size``), averages metrics over all ranks with ``all_reduce`` and writes
-files from rank 0 only. On CUDA each process uses ``cuda:<LOCAL_RANK>``; a process whose
-``LOCAL_RANK`` has no visible GPU is refused with a ``RuntimeError`` (use
+group (NCCL on CUDA, gloo on CPU) unless already initialised (and then destroys it when
+``fit`` returns or raises), wraps the model in ``DistributedDataParallel`` (for custom
+``train_step`` models gradients are averaged by ``ctx.step`` instead), shards every epoch
+like ``DistributedSampler`` (global batch = ``world_size * batch_size``), averages metrics
+over all ranks with ``all_reduce`` and writes files from rank 0 only. A non-finite loss on
+any rank stops every rank at the same step with the same :class:`NonFiniteLossError` (naming
+the rank(s) and value(s)). Checkpoints hold every rank's RNG states and running epoch sums,
+so a resume with the same number of processes is exact; with another number the RNGs are
+reseeded (a warning says so). On CUDA each process uses ``cuda:<LOCAL_RANK>``; a process
+whose ``LOCAL_RANK`` has no visible GPU is refused with a ``RuntimeError`` (use
 ``device="cpu"`` to run the processes on the CPU with gloo).
 """
 
@@ -76,6 +94,7 @@ from tqdm.auto import tqdm
 from dgm_ext.data.dataset import BatchLoader
 
 from .checkpoint import (
+    _fsync_dir,
     atomic_copy,
     atomic_save,
     get_rng_state,
@@ -269,7 +288,8 @@ class StepContext:
 
 
 class Trainer:
-    """Train a model following the contract of this module (see the module docstring)."""
+    """Train a model following the contract of this module (see the module docstring:
+    run directory, resume, ``resume=False``, unreadable checkpoints, distributed runs)."""
 
     def __init__(self, model: nn.Module, config: TrainerConfig) -> None:
         if not isinstance(model, nn.Module):
@@ -322,6 +342,8 @@ class Trainer:
         self._reduce_grads_manually = False
         self._tb = None
         self._last_good: tuple[Path, int, int] | None = None
+        self._corrupt_last: tuple[Path, Path] | None = None  # (unreadable last.pt, its new name)
+        self._started = False  # fit() has run once: resume=False no longer sets files aside
         self._ctx = StepContext(self)
 
     # ------------------------------------------------------------------ setup
@@ -353,8 +375,8 @@ class Trainer:
             gpus = f"{count} CUDA device is" if count == 1 else f"{count} CUDA devices are"
             cpu = (
                 "to train on the CPU with the gloo backend instead, pass "
-                "TrainerConfig(device='cpu') (the `dgm-ext` command line has no --device "
-                "option: hide the GPUs with CUDA_VISIBLE_DEVICES='')."
+                "TrainerConfig(device='cpu') (on the command line: dgm-ext train/reproduce "
+                "--device cpu)."
             )
             if count:
                 cpu = (
@@ -431,11 +453,15 @@ class Trainer:
     # ------------------------------------------------------------- checkpoints
     def _state(self, acc: _Accumulator | None) -> dict[str, Any]:
         rng = get_rng_state()
+        acc_state = acc.state_dict() if acc is not None else None
         if self.world_size > 1:
-            all_rng: list[Any] = [None] * self.world_size
-            dist.all_gather_object(all_rng, rng)
+            gathered: list[Any] = [None] * self.world_size
+            dist.all_gather_object(gathered, (rng, acc_state))
+            all_rng = [g[0] for g in gathered]
+            all_acc = [g[1] for g in gathered] if acc is not None else None
         else:
             all_rng = [rng]
+            all_acc = [acc_state] if acc is not None else None
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
@@ -452,7 +478,8 @@ class Trainer:
                 "epoch_time": self._epoch_time,
                 "world_size": self.world_size,
             },
-            "accumulator": acc.state_dict() if acc is not None else None,
+            "accumulator": acc_state,  # rank 0's (what checkpoints before "accumulators" held)
+            "accumulators": all_acc,  # every rank's running sums of a mid-epoch checkpoint
             "history": self.history,
             "rng": all_rng,
             "config": self.config.to_dict(),
@@ -462,6 +489,10 @@ class Trainer:
         state = self._state(acc)  # collective under DDP: every rank calls it
         if self.is_main:
             last = self.checkpoint_dir / "last.pt"
+            if self._corrupt_last is not None:
+                bad, aside = self._corrupt_last
+                if bad.is_file():  # keep the unreadable file for inspection, never overwrite it
+                    os.rename(bad, _unused_path(aside))
             atomic_save(state, last)
             if improved:
                 atomic_copy(last, self.checkpoint_dir / "best.pt")
@@ -470,21 +501,28 @@ class Trainer:
                 kept = sorted(self.checkpoint_dir.glob("epoch-*.pt"))
                 for old in kept[: -self.config.keep_last]:
                     old.unlink(missing_ok=True)
+        self._corrupt_last = None
         self._last_good = (self.checkpoint_dir / "last.pt", self.epoch, self.global_step)
 
     def _resume(self) -> bool:
-        path = self.checkpoint_dir / "last.pt"
-        if not (self.config.resume and path.is_file()):
+        last = self.checkpoint_dir / "last.pt"
+        if not (self.config.resume and last.is_file()):
             return False
-        ck = load_checkpoint(path)
-        if ck.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: unknown checkpoint format {ck.get('format')!r}")
-        self.model.load_state_dict(ck["model"])
+        path, ck = self._load_for_resume(last)
+        fmt = ck.get("format")
+        if fmt != CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"{path}: unknown checkpoint format {fmt!r} (this trainer reads "
+                f"{CHECKPOINT_FORMAT!r}); resume it with the dgm_ext version that wrote it, or "
+                "start fresh with TrainerConfig(resume=False) or another run_dir"
+            )
+        # everything that can be checked is checked before any state is changed
         if len(ck["optimizers"]) != len(self.optimizers):
             raise ValueError(
                 f"{path} holds {len(ck['optimizers'])} optimiser states but the model "
                 f"configures {len(self.optimizers)}"
             )
+        self.model.load_state_dict(ck["model"])
         for opt, sd in zip(self.optimizers, ck["optimizers"], strict=True):
             opt.load_state_dict(sd)
         if self.ema is not None:
@@ -500,9 +538,7 @@ class Trainer:
         self.bad_epochs, self.stopped_early = int(t["bad_epochs"]), bool(t["stopped_early"])
         self._epoch_time = float(t["epoch_time"])
         self.history = [dict(r) for r in ck["history"]]
-        self._acc = (
-            _Accumulator.from_state(ck["accumulator"], self.device) if ck["accumulator"] else None
-        )
+        self._acc = self._restore_accumulator(ck)
         old_cfg = ck.get("config") or {}
         changed = [
             k
@@ -529,18 +565,123 @@ class Trainer:
         log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.global_step)
         return True
 
+    def _restore_accumulator(self, ck: Mapping[str, Any]) -> _Accumulator | None:
+        """This rank's running sums of a mid-epoch checkpoint. Written by as many processes:
+        each rank takes its own; by a different number: rank 0 takes the sum of all of them
+        (the epoch means stay right, as they are sums over all ranks)."""
+        per_rank = ck.get("accumulators")
+        if per_rank is None:  # written before the per-rank list existed: rank 0's sums only
+            per_rank = [ck.get("accumulator")]
+        if not any(per_rank):
+            return None
+        if len(per_rank) == self.world_size:
+            own = per_rank[self.rank]
+            return _Accumulator.from_state(own, self.device) if own else _Accumulator()
+        merged = _Accumulator()
+        if self.rank == 0:
+            for state in per_rank:
+                if not state:
+                    continue
+                part = _Accumulator.from_state(state, self.device)
+                for k, v in part.sums.items():
+                    merged.sums[k] = merged.sums[k] + v if k in merged.sums else v
+                    merged.counts[k] = merged.counts.get(k, 0) + part.counts[k]
+        return merged
+
+    def _load_for_resume(self, last: Path) -> tuple[Path, dict[str, Any]]:
+        """``last.pt``, or, when it cannot be read (e.g. truncated by a full disk), the newest
+        intact ``epoch-XXXX.pt`` / ``best.pt`` (with a warning); a clear error if none is."""
+        try:
+            return last, load_checkpoint(last)
+        except Exception as exc:  # torch's zip reader / unpickler errors on a damaged file
+            reason = _short_error(exc)
+        found: list[str] = []
+        newest: tuple[tuple[int, int], Path, dict[str, Any]] | None = None
+        candidates = sorted(self.checkpoint_dir.glob("epoch-*.pt"), reverse=True)
+        candidates.append(self.checkpoint_dir / "best.pt")
+        for cand in candidates:
+            if not cand.is_file():
+                continue
+            try:
+                ck = load_checkpoint(cand)
+            except Exception as exc:
+                found.append(f"{cand.name} (unreadable: {_short_error(exc)})")
+                continue
+            if ck.get("format") != CHECKPOINT_FORMAT or not isinstance(ck.get("trainer"), dict):
+                found.append(f"{cand.name} (unknown format {ck.get('format')!r})")
+                continue
+            t = ck["trainer"]
+            key = (int(t["global_step"]), int(t["epoch"]))
+            found.append(f"{cand.name} (intact: epoch {key[1]}, step {key[0]})")
+            if newest is None or key > newest[0]:
+                newest = (key, cand, ck)
+        if newest is None:
+            checked = "; ".join(found) if found else "no epoch-XXXX.pt or best.pt"
+            raise RuntimeError(
+                f"cannot resume: {last} is unreadable ({reason}) and no intact checkpoint was "
+                f"found in {self.checkpoint_dir} ({checked}). {last} is left as it is. To start "
+                "fresh, pass TrainerConfig(resume=False) (the earlier run's files are moved "
+                "into <run_dir>/old-<time>/) or use another run_dir."
+            )
+        (step, epoch), used, ck = newest
+        aside = _unused_path(last.with_name(f"{last.name}.corrupt-{_timestamp()}"))
+        self._corrupt_last = (last, aside)
+        log.warning(
+            "%s is unreadable (%s); resuming from %s (epoch %d, step %d), the newest intact "
+            "checkpoint. The unreadable file is kept: it is renamed to %s before the next "
+            "checkpoint is written.",
+            last, reason, used, epoch, step, aside.name,
+        )  # fmt: skip
+        return used, ck
+
+    def _set_aside_earlier_run(self) -> None:
+        """``resume=False`` in a run_dir that holds an earlier run: move its files (never
+        delete them) into ``<run_dir>/old-<time>/`` so the new run starts from a clean slate."""
+        names = ("checkpoints", "metrics.jsonl", "metrics.csv", "config.json", "tb")
+        present = [n for n in names if (self.run_dir / n).exists()]
+        if not present:
+            return
+        dest = _unused_path(self.run_dir / f"old-{_timestamp()}")
+        dest.mkdir(parents=True)
+        for n in present:
+            os.replace(self.run_dir / n, dest / n)
+        _fsync_dir(self.run_dir)
+        log.warning(
+            "resume=False: %s held an earlier run; its %s were moved to %s (nothing was "
+            "deleted) and training starts from scratch",
+            self.run_dir, ", ".join(present), dest,
+        )  # fmt: skip
+
     # ---------------------------------------------------------------- guards
     def _check_finite(self, value: Tensor, name: str) -> None:
-        bad = (~torch.isfinite(value.detach())).any()
-        if self.world_size > 1:
-            flag = bad.to(self._comm_device(), torch.float32).reshape(1)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            bad = flag[0] > 0
-        if not bool(bad):
-            return
-        epoch, step = self.epoch + 1, self.global_step + 1
         v = value.detach()
-        shown = f"{v.item()}" if v.numel() == 1 else "non-finite entries"
+        bad = (~torch.isfinite(v)).any()
+        scalar = v.numel() == 1
+        if self.world_size > 1:
+            # every rank learns which ranks (and, for scalars, which values) were non-finite,
+            # so that all of them stop at the same step with the same message
+            w = self.world_size
+            flags = torch.zeros(2 * w, dtype=torch.float64, device=self._comm_device())
+            flags[self.rank] = bad.to(flags.device, torch.float64)
+            if scalar:
+                flags[w + self.rank] = v.to(flags.device, torch.float64).reshape(())
+            dist.all_reduce(flags)
+            got = flags.tolist()
+            ranks = [r for r in range(w) if got[r] > 0]
+            if not ranks:
+                return
+            shown = (
+                ", ".join(
+                    f"{got[w + r]} on rank {r}" if scalar else f"non-finite entries on rank {r}"
+                    for r in ranks
+                )
+                + f" of {w}"
+            )
+        else:
+            if not bool(bad):
+                return
+            shown = f"{v.item()}" if scalar else "non-finite entries"
+        epoch, step = self.epoch + 1, self.global_step + 1
         if self._last_good is not None:
             path, e, s = self._last_good
             where = (
@@ -551,9 +692,9 @@ class Trainer:
             path = None
             where = "No checkpoint had been written yet."
         raise NonFiniteLossError(
-            f"Non-finite {name} ({shown}) at epoch {epoch}, step {step}"
-            f"{' (on some rank)' if self.world_size > 1 else ''}; training stopped before "
-            f"applying this step. {where}",
+            f"Non-finite {name} ({shown}) at epoch {epoch}, step {step}; training stopped "
+            f"before applying this step{' on every rank' if self.world_size > 1 else ''}. "
+            f"{where}",
             name=name,
             epoch=epoch,
             step=step,
@@ -830,6 +971,9 @@ class Trainer:
             )
         self._init_distributed()
         try:
+            if not self.config.resume and not self._started and self.is_main:
+                self._set_aside_earlier_run()
+            self._started = True
             if not self._resume():
                 seed_everything(self.config.seed + self.rank)
             if self.is_main:
@@ -879,3 +1023,23 @@ def _atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _short_error(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters), for one-line messages."""
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _unused_path(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``, ... : the first that does not exist."""
+    n, out = 1, path
+    while out.exists():
+        n += 1
+        out = path.with_name(f"{path.name}-{n}")
+    return out

@@ -5,11 +5,22 @@ Run directly (single process) or under ``python -m torch.distributed.run``. With
 (counted within this process), simulating a crash. At the end rank 0 saves the final
 model state dict to ``--out`` (as CPU tensors). ``--device`` is passed to the trainer
 (default: its own choice, ``cuda:<LOCAL_RANK>`` when CUDA is available, else the CPU).
+
+With ``--report-dir DIR`` every rank writes ``DIR/<kind>-rank<R>.json``: the rank and world
+size the trainer saw, whether a process group was still initialised after ``fit`` (it must
+not be when the trainer created it), the random numbers each training step drew (Python
+loss scale, first numpy noise value, number of dropped units) and the message of a
+:class:`NonFiniteLossError`, if one stopped training. ``--nan-at-step K`` makes the loss NaN
+at the K-th step of this process (on rank ``--nan-rank`` only, if given).
+
+``main(argv)`` can also be called in a process that sets ``WORLD_SIZE``/``RANK``/
+``MASTER_ADDR``/``MASTER_PORT`` itself (see ``tests/_train_helpers.run_ranks``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -20,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dgm_ext.data import ImageDataset
-from dgm_ext.train import Trainer, TrainerConfig
+from dgm_ext.train import NonFiniteLossError, Trainer, TrainerConfig
 
 _calls = 0
 
@@ -36,22 +47,30 @@ class NoisyMLP(nn.Module):
     """Classifier whose training uses all three RNGs (torch dropout and dynamic
     binarisation, numpy input noise, Python ``random`` loss scaling)."""
 
-    def __init__(self, kill_at: int | None, stochastic: bool) -> None:
+    def __init__(self, kill_at: int | None, stochastic: bool, nan_at: int | None = None) -> None:
         super().__init__()
         p = 0.2 if stochastic else 0.0
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Tanh(), nn.Dropout(p),
                                  nn.Linear(32, 4))  # fmt: skip
-        self.kill_at, self.stochastic = kill_at, stochastic
+        self.kill_at, self.stochastic, self.nan_at = kill_at, stochastic, nan_at
+        self.draws: list[list[float]] = []  # per step: loss scale, noise[0], dropped units
+        self.steps = 0
 
     def training_step(self, batch):
         _maybe_die(self.kill_at)
+        self.steps += 1
         x, y = batch
-        scale = 1.0
+        scale, first_noise = 1.0, 0.0
         if self.stochastic:
             noise = np.random.standard_normal(x.shape).astype("float32")  # noqa: NPY002
             x = x + 0.01 * torch.from_numpy(noise).to(x.device)
             scale = 1.0 + 0.01 * random.random()
-        loss = nn.functional.cross_entropy(self.net(x), y) * scale
+            first_noise = float(noise.flat[0])
+        hidden = self.net[:4](x)  # flatten, linear, tanh, dropout
+        self.draws.append([scale, first_noise, int((hidden == 0).sum())])
+        loss = nn.functional.cross_entropy(self.net[4](hidden), y) * scale
+        if self.steps == self.nan_at:
+            loss = loss * float("nan")
         return {"loss": loss}
 
     def validation_step(self, batch):
@@ -110,8 +129,10 @@ def train_one(kind: str, run_dir: str, args: argparse.Namespace) -> dict[str, to
     """Train model ``kind`` in ``run_dir``; returns its final state (and EMA, if any)."""
     torch.manual_seed(0)  # model initialisation
     stochastic = not args.deterministic
+    rank = int(os.environ.get("RANK", "0"))
+    nan_at = args.nan_at_step if args.nan_rank in (None, rank) else None
     if kind == "mlp":
-        model: nn.Module = NoisyMLP(args.kill_at_step, stochastic)
+        model: nn.Module = NoisyMLP(args.kill_at_step, stochastic, nan_at)
     else:
         model = TwoPlayer(args.kill_at_step)
     train_set, val_set = make_data(args.num_examples, "dynamic" if stochastic else "grey")
@@ -127,14 +148,30 @@ def train_one(kind: str, run_dir: str, args: argparse.Namespace) -> dict[str, to
         device=args.device,
     )
     trainer = Trainer(model, cfg)
-    trainer.fit(train_set, val_set)
+    report = {"rank": rank, "error": None}
+    try:
+        trainer.fit(train_set, val_set)
+    except NonFiniteLossError as exc:
+        report["error"] = str(exc)
+        raise
+    finally:
+        if args.report_dir:
+            report.update(
+                trainer_rank=trainer.rank,
+                world_size=trainer.world_size,
+                process_group_after_fit=dist.is_available() and dist.is_initialized(),
+                draws=getattr(model, "draws", []),
+            )
+            path = os.path.join(args.report_dir, f"{kind}-rank{rank}.json")
+            with open(path, "w") as f:
+                json.dump(report, f)
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     if trainer.ema is not None:
         state.update({f"ema.{k}": v.to("cpu", copy=True) for k, v in trainer.ema.shadow.items()})
     return state
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--out", required=True, help="torch file {model kind: final state}")
@@ -147,7 +184,10 @@ def main() -> None:
     ap.add_argument("--deterministic", action="store_true", help="no dropout/noise, grey data")
     ap.add_argument("--ema", type=float, default=None)
     ap.add_argument("--device", default=None, help="TrainerConfig.device (e.g. cpu)")
-    args = ap.parse_args()
+    ap.add_argument("--report-dir", default=None, help="per-rank JSON reports go here")
+    ap.add_argument("--nan-at-step", type=int, default=None)
+    ap.add_argument("--nan-rank", type=int, default=None, help="default: every rank")
+    args = ap.parse_args(argv)
 
     torch.set_num_threads(1)
     kinds = args.models.split(",")
