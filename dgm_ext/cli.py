@@ -3,7 +3,9 @@
 Subcommands::
 
     dgm-ext train vae [options]         train one VAE into a run directory
-    dgm-ext eval CHECKPOINT [options]   ELBO, importance-sampled log p(x), bits/dim
+    dgm-ext eval SOURCE [options]       ELBO, importance-sampled log p(x), bits/dim of a VAE
+                                        checkpoint; FID/KID/IS (--metrics) of its samples, of
+                                        a folder of images or of a data split (mnist:train)
     dgm-ext reproduce NAME [--quick]    run an experiment of SPEC §3 end to end
     dgm-ext list                        list the reproducible experiments
 
@@ -97,10 +99,48 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--val-size", type=int, default=None, help="use the first N val images")
     vae.add_argument("--k", type=int, default=0, help="also report test log p(x) with K samples")
 
-    ev = sub.add_parser("eval", help="evaluate a VAE checkpoint (model.pt or its run dir)")
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a VAE checkpoint, a folder of images or a data split",
+        epilog=_EVAL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_common(ev)
-    ev.add_argument("checkpoint", help="model.pt written by train/reproduce, or its folder")
-    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument(
+        "checkpoint",
+        metavar="SOURCE",
+        help="model.pt written by train/reproduce (or its run folder), a folder of PNG/JPEG "
+        "images, or a data split NAME:SPLIT (mnist, fashion-mnist, cifar10; e.g. mnist:train)",
+    )
+    ev.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "val", "test"],
+        help="data split for the ELBO and the reference images of --metrics (default test)",
+    )
+    ev.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated subset of fid,kid,is (default for images and data splits: all "
+        "three; for a VAE checkpoint: none)",
+    )
+    ev.add_argument("--n", type=int, default=10_000, help="images compared (default 10000)")
+    ev.add_argument(
+        "--dataset",
+        default=None,
+        choices=["mnist", "fashion-mnist", "cifar10"],
+        help="reference data set (default: the source's, else mnist for 1-channel images and "
+        "cifar10 for RGB); 1-channel images use its classifier as the feature network",
+    )
+    ev.add_argument("--ref-stats", default=None, help="FID against this .npz (mu, sigma)")
+    ev.add_argument("--save-stats", default=None, help="write the images' (mu, sigma) .npz")
+    ev.add_argument(
+        "--inception-weights",
+        default=None,
+        help="FID Inception weights file for RGB images (default $DGM_EXT_INCEPTION_WEIGHTS)",
+    )
+    ev.add_argument("--kid-subsets", type=int, default=100)
+    ev.add_argument("--kid-subset-size", type=int, default=1000)
     ev.add_argument("--variant", default=None, choices=["grey", "static", "dynamic", "levels"])
     ev.add_argument("--k", type=int, default=200, help="importance samples (default 200)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
@@ -220,13 +260,96 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
     return 0
 
 
+_EVAL_HELP = """\
+sample quality (--metrics fid,kid,is): N images (--n, default 10000) from the source are
+compared with the first N images of the reference split (--split) of --dataset, or with
+--ref-stats for FID. Feature networks: 1-channel 28x28 images use the library's classifier of
+the data set (trained and cached on first use; 128-d 'penultimate' layer), RGB images the FID
+Inception-v3 (2048-d pool3) from --inception-weights. Numbers from different feature networks
+are not comparable.
+
+examples:
+  dgm-ext eval mnist:train --metrics fid,kid,is        # the floor: train vs test images
+  dgm-ext eval runs/vae-elbo --metrics fid --n 10000   # ELBO and FID of 10000 samples
+  dgm-ext eval samples/ --dataset cifar10 --inception-weights pt_inception-2015-12-05.pth
+"""
+
+_DATASETS = ("mnist", "fashion-mnist", "cifar10")
+
+
+def _data_spec(source: str) -> tuple[str, str] | None:
+    """``"mnist:train"`` -> ``("mnist", "train")`` when source names a data split."""
+    if Path(source).exists() or ":" not in source:
+        return None
+    name, _, split = source.partition(":")
+    if name not in _DATASETS:
+        raise ValueError(f"data source {source!r}: data set must be one of {_DATASETS}")
+    return name, split
+
+
+def _split_images(dataset: str, split: str, root: str | None, n: int):
+    from dgm_ext.data import load_cifar10, load_mnist
+
+    if dataset == "cifar10":
+        data = load_cifar10(split, root=root, download=False)
+    else:
+        data = load_mnist(split, "grey", root=root, fashion=dataset == "fashion-mnist")
+    return data.images[:n]
+
+
+def _sample_quality(args: argparse.Namespace, images, dataset: str | None) -> dict:
+    from dgm_ext.metrics import evaluate as ev
+
+    metrics = ev.parse_metrics(args.metrics or ",".join(ev.METRICS))
+    if args.n < 2:
+        raise ValueError(f"--n must be at least 2, got {args.n}")
+    images = images[: args.n]
+    channels = int(images.shape[1])
+    dataset = args.dataset or dataset or ("cifar10" if channels == 3 else "mnist")
+    if channels == 1:
+        if dataset == "cifar10":
+            raise ValueError("1-channel images cannot be compared with cifar10")
+        space = ev.mnist_feature_space(dataset, root=args.data_root)
+    else:
+        space = ev.inception_feature_space(args.inception_weights)
+    reference = None
+    if args.ref_stats is None or "kid" in metrics:
+        reference = _split_images(dataset, args.split, args.data_root, args.n)
+    res = ev.sample_quality(
+        images,
+        space,
+        reference,
+        ref_stats=args.ref_stats,
+        metrics=metrics,
+        kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size,
+        save_stats_to=args.save_stats,
+    )
+    if reference is not None:
+        res["reference"] = f"{dataset}:{args.split}"
+    if res["n"] < args.n:
+        res["note"] = f"only {res['n']} images were available (asked for --n {args.n})"
+    return res
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from dgm_ext.data import load_mnist
     from dgm_ext.vae import evaluate_elbo, evaluate_log_likelihood, load_vae
 
-    path = Path(args.checkpoint)
-    if path.is_dir():
-        path = path / "model.pt"
+    spec = _data_spec(args.checkpoint)
+    source = Path(args.checkpoint)
+    if spec is not None or (source.is_dir() and not (source / "model.pt").exists()):
+        if spec is not None:
+            images = _split_images(spec[0], spec[1], args.data_root, args.n)
+            dataset = spec[0]
+        else:
+            from dgm_ext.metrics import load_image_folder
+
+            images, dataset = load_image_folder(source, limit=args.n), None
+        res = {"source": args.checkpoint, **_sample_quality(args, images, dataset)}
+        return _report(res, args.json)
+
+    path = source / "model.pt" if source.is_dir() else source
     model = load_vae(path, ops=args.ops)
     variant = args.variant or _default_variant(model.config.likelihood)
     if model.config.likelihood == "categorical" and args.variant is None:
@@ -243,10 +366,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         res["log_px"] = evaluate_log_likelihood(
             model, data, k=args.k, batch_size=args.batch_size, limit=args.limit
         )
+    if args.metrics:
+        import torch
+
+        torch.manual_seed(args.seed)
+        samples = torch.cat(
+            [model.sample(min(1000, args.n - i)).cpu() for i in range(0, args.n, 1000)]
+        )
+        res["samples"] = "decoder means of z ~ N(0, I)"
+        res["sample_quality"] = _sample_quality(args, samples.clamp(0, 1), "mnist")
+    return _report(res, args.json)
+
+
+def _report(res: dict, json_path: str | None) -> int:
     text = json.dumps(res, indent=2)
     print(text)
-    if args.json:
-        Path(args.json).write_text(text, encoding="utf-8")
+    if json_path:
+        Path(json_path).write_text(text, encoding="utf-8")
     return 0
 
 
