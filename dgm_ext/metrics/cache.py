@@ -24,7 +24,6 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from ..data.files import cache_dir as _default_cache_dir
+from ..train.checkpoint import atomic_save  # one atomic writer for checkpoints and caches
 
 __all__ = [
     "CacheWarning",
@@ -108,37 +108,6 @@ def source_hash(*objs: Callable[..., Any] | type) -> str:
             if code is not None:
                 h.update(code.co_code)
     return h.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj)`` to a temp file next to ``path``, fsync, then ``os.replace``.
-
-    Readers see the old file or the complete new one, never a partial file; among racing
-    writers the last rename wins. On error the temp file is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .stats import _feature_statistics, as_float64_array
+from .stats import _feature_statistics, as_float64_array, check_stats
 
 __all__ = ["frechet_distance", "frechet_distance_from_stats", "trace_sqrt_product"]
 
@@ -118,19 +118,9 @@ def frechet_distance_from_stats(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) ->
     s = ‖μ₁ − μ₂‖² + Tr Σ₁ + Tr Σ₂ (the error of Σ√λᵢ when each λᵢ carries an error of order
     F·ε·‖M‖), is returned as 0.0; anything more negative raises ``ArithmeticError``.
     """
-    m1 = as_float64_array(mu1, "mu1")
-    m2 = as_float64_array(mu2, "mu2")
-    s1 = as_float64_array(sigma1, "sigma1")
-    s2 = as_float64_array(sigma2, "sigma2")
-    for m, s, i in ((m1, s1, 1), (m2, s2, 2)):
-        if m.ndim != 1:
-            raise ValueError(f"mu{i} must be 1-D (features,), got shape {tuple(m.shape)}")
-        f = m.shape[0]
-        if s.shape != (f, f):
-            raise ValueError(
-                f"sigma{i} must have shape ({f}, {f}) to match mu{i} of shape ({f},), "
-                f"got {tuple(s.shape)}"
-            )
+    m1, s1 = check_stats(mu1, sigma1, "1")
+    m2, s2 = check_stats(mu2, sigma2, "2")
+    for m, i in ((m1, 1), (m2, 2)):
         if not np.isfinite(m).all():
             raise ValueError(f"mu{i} contains NaN or Inf")
     if m1.shape != m2.shape:

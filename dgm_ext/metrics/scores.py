@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.special import xlogy
 
-from .stats import as_float64_array
+from .stats import as_float64_array, check_features
 
 __all__ = [
     "inception_score",
@@ -116,17 +116,6 @@ def kid_subset_indices(
     return out
 
 
-def _check_features(x: Any, name: str) -> np.ndarray:
-    f = as_float64_array(x, name)
-    if f.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (samples, features), got shape {tuple(f.shape)}")
-    if f.shape[0] < 2:
-        raise ValueError(f"{name} needs at least 2 samples, got {f.shape[0]}")
-    if not np.isfinite(f).all():
-        raise ValueError(f"{name} contains NaN or Inf")
-    return f
-
-
 def kernel_inception_distance(
     features_a: Any,
     features_b: Any,
@@ -146,8 +135,8 @@ def kernel_inception_distance(
     When ``subset_size`` exceeds ``min(N_a, N_b)`` it is capped there with a ``UserWarning``
     (with ``subset_size`` equal to both N every subset is all the data, so std is 0).
     """
-    a = _check_features(features_a, "features_a")
-    b = _check_features(features_b, "features_b")
+    a = check_features(features_a, "features_a")
+    b = check_features(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(
             f"features_a and features_b have different feature widths: "

@@ -36,7 +36,7 @@ def as_float64_array(x: Any, name: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
-def _check_features(features: Any, name: str) -> np.ndarray:
+def check_features(features: Any, name: str) -> np.ndarray:
     f = as_float64_array(features, name)
     if f.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples, features), got shape {tuple(f.shape)}")
@@ -57,7 +57,7 @@ def feature_statistics(features: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _feature_statistics(features: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    f = _check_features(features, name)
+    f = check_features(features, name)
     mu = f.mean(axis=0)
     centred = f - mu
     sigma = centred.T @ centred
@@ -66,7 +66,7 @@ def _feature_statistics(features: Any, name: str) -> tuple[np.ndarray, np.ndarra
     return mu, sigma
 
 
-def _check_stats(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+def check_stats(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
     mu = as_float64_array(mu, f"mu{where}")
     sigma = as_float64_array(sigma, f"sigma{where}")
     if mu.ndim != 1:
@@ -87,7 +87,7 @@ def save_stats(path: str | os.PathLike, mu: Any, sigma: Any) -> None:
     The file appears atomically: written to a temporary file in the same folder, flushed to disk
     and renamed over ``path`` with ``os.replace``, so a reader never sees a partial file."""
     path = Path(path)
-    mu, sigma = _check_stats(mu, sigma, f" for {path}")
+    mu, sigma = check_stats(mu, sigma, f" for {path}")
     folder = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
@@ -128,4 +128,4 @@ def load_stats(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                 f"(keys present: {sorted(data.files)})"
             )
         mu, sigma = data["mu"], data["sigma"]
-    return _check_stats(mu, sigma, f" in {path}")
+    return check_stats(mu, sigma, f" in {path}")
