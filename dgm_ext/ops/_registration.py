@@ -261,10 +261,6 @@ def _(grad_z, grad_logdet, z_out, act, u, w, b):
 
 
 # ------------------------------------------------------------------------------ autograd
-def _row_grad(grad: Tensor | None, out: Tensor) -> Tensor:
-    return torch.zeros_like(out) if grad is None else grad
-
-
 def _setup_save_inputs(ctx, inputs, output):
     ctx.save_for_backward(*[i for i in inputs if isinstance(i, Tensor)])
     ctx.needs = [

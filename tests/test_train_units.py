@@ -1,0 +1,375 @@
+"""Unit tests of dgm_ext.train.ema and dgm_ext.train.checkpoint (in-process, CPU, fast).
+
+They pin the contracts that only the subprocess resume tests exercised before (EMA state
+round trip), the failure paths of the atomic writers, ``weights_only`` loading and the RNG
+helpers; see docs/MUTATION.md for the mutants they were written against.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import dgm_ext.train.checkpoint as ckpt
+from dgm_ext.train import ModelEMA
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    # a float parameter set plus BatchNorm's integer buffer (copied, not averaged)
+    return nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ------------------------------------------------------------------------------ ModelEMA
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.1, 1.5, float("nan")])
+def test_ema_rejects_decay_outside_open_unit_interval(decay):
+    with pytest.raises(ValueError, match=r"decay must be in \(0, 1\)"):
+        ModelEMA(_net(), decay)
+
+
+def test_ema_accepts_decay_just_inside_bounds():
+    for decay in (1e-12, 1.0 - 1e-12):
+        assert ModelEMA(_net(), decay).decay == decay
+
+
+def test_ema_state_dict_keys_and_weights_only_round_trip(tmp_path):
+    src_net = _net()
+    src = ModelEMA(src_net, 0.9)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in src_net.parameters():
+                p.add_(1.0)
+        src_net[1].num_batches_tracked += 1
+        src.update()
+    state = src.state_dict()
+    assert set(state) == {"decay", "num_updates", "shadow"}
+    assert set(state["shadow"]) == set(src_net.state_dict())
+
+    # through a weights_only checkpoint, as the trainer stores it
+    ckpt.atomic_save({"ema": state}, tmp_path / "ema.pt")
+    loaded = ckpt.load_checkpoint(tmp_path / "ema.pt")["ema"]
+
+    dst = ModelEMA(_net(), 0.5)
+    shadow_before = dict(dst.shadow)
+    dst.load_state_dict(loaded)
+    assert dst.decay == 0.9 and isinstance(dst.decay, float)
+    assert dst.num_updates == 3 and isinstance(dst.num_updates, int)
+    for k, v in src.shadow.items():
+        assert dst.shadow[k] is shadow_before[k]  # copied in place, same tensors
+        assert torch.equal(dst.shadow[k], v), k
+    assert int(dst.shadow["1.num_batches_tracked"]) == 3
+    # a copy, not an alias of the loaded tensors
+    with torch.no_grad():
+        loaded["shadow"]["0.weight"].add_(100.0)
+    assert torch.equal(dst.shadow["0.weight"], src.shadow["0.weight"])
+    # and the restored average is what copy_to applies
+    target = _net()
+    dst.copy_to(target)
+    for k, v in target.state_dict().items():
+        assert torch.equal(v, src.shadow[k]), k
+
+
+def test_ema_load_state_dict_accepts_plain_numbers():
+    """decay/num_updates are normalised to float/int (e.g. a tensor or an int decay)."""
+    ema = ModelEMA(_net(), 0.5)
+    state = ema.state_dict()
+    ema.load_state_dict({**state, "decay": torch.tensor(0.25), "num_updates": torch.tensor(7)})
+    assert ema.decay == 0.25 and type(ema.decay) is float
+    assert ema.num_updates == 7 and type(ema.num_updates) is int
+
+
+@pytest.mark.parametrize("change", ["extra", "missing"])
+def test_ema_load_state_dict_rejects_mismatched_keys(change):
+    ema = ModelEMA(_net(), 0.5)
+    state = ema.state_dict()
+    shadow = dict(state["shadow"])
+    if change == "extra":
+        shadow["extra.weight"] = torch.zeros(1)
+        bad = "extra.weight"
+    else:
+        del shadow["0.bias"]
+        bad = "0.bias"
+    before = {k: v.clone() for k, v in ema.shadow.items()}
+    with pytest.raises(ValueError, match=rf"does not match the module: keys \['{bad}'\]"):
+        ema.load_state_dict({"decay": 0.75, "num_updates": 9, "shadow": shadow})
+    # nothing was changed by the refused state
+    assert ema.decay == 0.5 and ema.num_updates == 0
+    for k, v in before.items():
+        assert torch.equal(ema.shadow[k], v)
+
+
+# ------------------------------------------------------------------------------ atomic_save
+def test_atomic_save_creates_nested_folders(tmp_path):
+    path = tmp_path / "a" / "b" / "c" / "ck.pt"
+    ckpt.atomic_save({"x": torch.arange(3)}, path)
+    assert torch.equal(ckpt.load_checkpoint(path)["x"], torch.arange(3))
+    assert _files(path.parent) == ["ck.pt"]
+
+
+def _record_replace(monkeypatch) -> list[tuple[str, str]]:
+    calls: list[tuple[str, str]] = []
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        calls.append((os.fspath(src), os.fspath(dst)))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+    return calls
+
+
+def test_atomic_save_and_copy_write_the_temp_file_beside_the_target(tmp_path, monkeypatch):
+    """The temp file must live in the target's folder: os.replace is only atomic within one
+    filesystem (a temp file in /tmp would fail with EXDEV, or not be atomic)."""
+    calls = _record_replace(monkeypatch)
+    folder = tmp_path / "run"
+    ckpt.atomic_save({"a": 1}, folder / "last.pt")
+    ckpt.atomic_copy(folder / "last.pt", folder / "best.pt")
+    assert [Path(d) for _, d in calls] == [folder / "last.pt", folder / "best.pt"]
+    for src, _ in calls:
+        assert Path(src).parent == folder
+    assert _files(folder) == ["best.pt", "last.pt"]  # no temp file left behind
+    assert ckpt.load_checkpoint(folder / "best.pt") == {"a": 1}
+
+
+def test_atomic_save_failure_keeps_previous_file_and_removes_temp(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ckpt.atomic_save({"v": torch.tensor(1)}, path)
+    real_save = torch.save
+
+    def failing_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)  # a partial/complete temp file exists now
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.atomic_save({"v": torch.tensor(2)}, path)
+    assert _files(tmp_path) == ["last.pt"]
+    assert int(ckpt.load_checkpoint(path)["v"]) == 1
+
+
+def test_atomic_save_interrupt_removes_temp(tmp_path, monkeypatch):
+    """BaseException too (Ctrl-C while writing)."""
+
+    def interrupted(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.atomic_save({"v": 1}, tmp_path / "x.pt")
+    assert _files(tmp_path) == []
+
+
+def test_atomic_save_failed_cleanup_still_raises_the_original_error(tmp_path, monkeypatch):
+    """If the temp file cannot be removed either, the write error (not the cleanup's) is what
+    the caller sees."""
+
+    def failing_save(obj, f, *args, **kwargs):
+        raise RuntimeError("write failed")
+
+    def failing_unlink(p, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", os.fspath(p))
+
+    monkeypatch.setattr(ckpt.torch, "save", failing_save)
+    monkeypatch.setattr(ckpt.os, "unlink", failing_unlink)
+    with pytest.raises(RuntimeError, match="write failed"):
+        ckpt.atomic_save({"v": 1}, tmp_path / "x.pt")
+
+
+# ------------------------------------------------------------------------------ atomic_copy
+def test_atomic_copy_copies_bytes_exactly(tmp_path):
+    src = tmp_path / "src.bin"
+    data = os.urandom(3 * (1 << 20) + 12345)  # several copy buffers
+    src.write_bytes(data)
+    ckpt.atomic_copy(src, tmp_path / "dst.bin")
+    assert (tmp_path / "dst.bin").read_bytes() == data
+    assert _files(tmp_path) == ["dst.bin", "src.bin"]
+
+
+def test_atomic_copy_failure_keeps_previous_file_and_removes_temp(tmp_path, monkeypatch):
+    src, dst = tmp_path / "src.pt", tmp_path / "dst.pt"
+    src.write_bytes(b"new contents")
+    dst.write_bytes(b"old contents")
+
+    def failing_copy(inp, out, *args, **kwargs):
+        out.write(inp.read(3))
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(ckpt.shutil, "copyfileobj", failing_copy)
+    with pytest.raises(OSError, match="Input/output error"):
+        ckpt.atomic_copy(src, dst)
+    assert dst.read_bytes() == b"old contents"
+    assert _files(tmp_path) == ["dst.pt", "src.pt"]
+
+
+def test_atomic_copy_missing_source_leaves_no_temp(tmp_path):
+    dst = tmp_path / "dst.pt"
+    dst.write_bytes(b"old")
+    with pytest.raises(FileNotFoundError):
+        ckpt.atomic_copy(tmp_path / "missing.pt", dst)
+    assert _files(tmp_path) == ["dst.pt"]
+    assert dst.read_bytes() == b"old"
+
+
+def test_atomic_copy_failed_cleanup_still_raises_the_original_error(tmp_path, monkeypatch):
+    def failing_unlink(p, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", os.fspath(p))
+
+    monkeypatch.setattr(ckpt.os, "unlink", failing_unlink)
+    with pytest.raises(FileNotFoundError):
+        ckpt.atomic_copy(tmp_path / "missing.pt", tmp_path / "dst.pt")
+
+
+def test_directory_fsync_failure_is_ignored(tmp_path, monkeypatch):
+    """Filesystems that cannot open/fsync a directory: the rename is done, no error."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    real_open = os.open
+
+    def no_dir_open(p, flags, *args, **kwargs):
+        if Path(p) == folder:
+            raise PermissionError(13, "Permission denied", os.fspath(p))
+        return real_open(p, flags, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.os, "open", no_dir_open)
+    ckpt.atomic_save({"a": 1}, folder / "x.pt")
+    ckpt.atomic_copy(folder / "x.pt", folder / "y.pt")
+    assert _files(folder) == ["x.pt", "y.pt"]
+
+
+# ------------------------------------------------------------------------------ load_checkpoint
+class _Arbitrary:
+    """A class a weights_only load must refuse to instantiate."""
+
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+
+def test_load_checkpoint_refuses_arbitrary_objects(tmp_path, monkeypatch):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "extra": _Arbitrary(1)}, path)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        ckpt.load_checkpoint(path)
+    # even where the environment asks torch.load to default to full unpickling
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        ckpt.load_checkpoint(path)
+
+
+def test_load_checkpoint_honours_map_location(tmp_path):
+    path = tmp_path / "ck.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    assert ckpt.load_checkpoint(path)["w"].device.type == "cpu"
+    out = ckpt.load_checkpoint(path, map_location="meta")
+    assert out["w"].device.type == "meta" and out["w"].shape == (2,)
+
+
+def test_load_checkpoint_rejects_non_dict(tmp_path):
+    path = tmp_path / "list.pt"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(ValueError, match=r"list\.pt: not a dgm_ext checkpoint \(got list\)"):
+        ckpt.load_checkpoint(path)
+
+
+# ------------------------------------------------------------------------------ seeding
+def _draws() -> tuple:
+    return (
+        [random.random() for _ in range(3)],
+        np.random.rand(3).tolist(),  # noqa: NPY002
+        torch.rand(3).tolist(),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1234, 2**32 + 7, 2**40 + 1])
+def test_seed_everything_makes_all_rngs_reproducible(seed):
+    ckpt.seed_everything(seed)
+    first = _draws()
+    random.seed(999)
+    np.random.seed(999)  # noqa: NPY002
+    torch.manual_seed(999)
+    ckpt.seed_everything(seed)
+    assert _draws() == first
+
+
+def test_seed_everything_seeds_each_library_from_the_seed():
+    ckpt.seed_everything(5)
+    r5, n5, t5 = _draws()
+    ckpt.seed_everything(6)
+    r6, n6, t6 = _draws()
+    assert r5 != r6 and n5 != n6 and t5 != t6
+    random.seed(5)
+    np.random.seed(5)  # noqa: NPY002
+    torch.manual_seed(5)
+    assert _draws() == (r5, n5, t5)
+
+
+# ---------------------------------------------------------------------- RNG state, CUDA part
+def _fake_cuda(monkeypatch, *, available, initialized=True, count=0, states=()):
+    calls: list[list[torch.Tensor]] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: initialized)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(states))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: calls.append(list(s)))
+    return calls
+
+
+def test_get_rng_state_cuda_part(monkeypatch):
+    states = [torch.arange(4, dtype=torch.uint8), torch.arange(4, 8, dtype=torch.uint8)]
+    _fake_cuda(monkeypatch, available=False, states=states)
+    assert ckpt.get_rng_state()["cuda"] == []
+    # CUDA present but never initialised: do not initialise it just to read its state
+    _fake_cuda(monkeypatch, available=True, initialized=False, count=2, states=states)
+    assert ckpt.get_rng_state()["cuda"] == []
+    _fake_cuda(monkeypatch, available=True, initialized=True, count=2, states=states)
+    got = ckpt.get_rng_state()["cuda"]
+    assert isinstance(got, list) and len(got) == 2
+    assert all(torch.equal(a, b) for a, b in zip(got, states, strict=True))
+
+
+def test_set_rng_state_cuda_part(monkeypatch):
+    base = ckpt.get_rng_state()
+    states = [torch.arange(4, dtype=torch.uint8), torch.arange(4, 8, dtype=torch.uint8)]
+
+    calls = _fake_cuda(monkeypatch, available=True, count=2)
+    ckpt.set_rng_state({**base, "cuda": states})
+    assert len(calls) == 1 and all(
+        torch.equal(a, b) and a.device.type == "cpu" for a, b in zip(calls[0], states, strict=True)
+    )
+    # a different number of devices than when saved: the CUDA states are left alone
+    calls = _fake_cuda(monkeypatch, available=True, count=1)
+    ckpt.set_rng_state({**base, "cuda": states})
+    assert calls == []
+    # no CUDA now
+    calls = _fake_cuda(monkeypatch, available=False, count=1)
+    ckpt.set_rng_state({**base, "cuda": states[:1]})
+    assert calls == []
+    # saved without CUDA (empty list or an older checkpoint without the key)
+    calls = _fake_cuda(monkeypatch, available=True, count=0)
+    ckpt.set_rng_state({**base, "cuda": []})
+    ckpt.set_rng_state({k: v for k, v in base.items() if k != "cuda"})
+    assert calls == []
+
+
+def test_rng_state_round_trip_restores_python_numpy_torch(tmp_path):
+    ckpt.seed_everything(3)
+    _draws()
+    np.random.randn(1)  # noqa: NPY002 -- leaves a cached gaussian in numpy's state
+    random.gauss(0, 1)
+    ckpt.atomic_save(ckpt.get_rng_state(), tmp_path / "rng.pt")
+    expected = (_draws(), np.random.randn(3).tolist(), random.gauss(0, 1))  # noqa: NPY002
+    ckpt.seed_everything(99)
+    ckpt.set_rng_state(ckpt.load_checkpoint(tmp_path / "rng.pt"))
+    assert (_draws(), np.random.randn(3).tolist(), random.gauss(0, 1)) == expected  # noqa: NPY002
