@@ -52,7 +52,8 @@ case "$PKG" in
 esac
 
 # 2. Scratch copy of the tracked and untracked-but-not-ignored files. tar keeps modification
-#    times, so mutmut regenerates (and re-tests) only the files that changed since the last run.
+#    times, so mutmut regenerates only the files that changed since the last run (it re-tests
+#    every mutant the names select, changed or not).
 if [ "${MUTATION_FRESH:-0}" = 1 ]; then rm -rf "$WORK"; fi
 mkdir -p "$WORK"
 (cd "$REPO" && git ls-files -co --exclude-standard -z |
