@@ -8,6 +8,9 @@ Pure-PyTorch references with identical signatures are in :mod:`dgm_ext.ops.refer
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 import torch
 from torch import Tensor
 
@@ -93,6 +96,19 @@ def planar_flow(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Ten
     return z_out, logdet
 
 
+def resolve_ops(ops: ModuleType | str | None) -> ModuleType:
+    """The op backend: a module, ``"fused"`` (``dgm_ext.ops``), ``"reference"`` or a name."""
+    if ops is None or ops == "fused":
+        return importlib.import_module("dgm_ext.ops")
+    if ops == "reference":
+        return importlib.import_module("dgm_ext.ops.reference")
+    if isinstance(ops, str):
+        return importlib.import_module(ops)
+    if isinstance(ops, ModuleType):
+        return ops
+    raise TypeError(f"ops must be a module, 'fused', 'reference' or a module name, got {ops!r}")
+
+
 __all__ = [
     "affine_coupling",
     "bernoulli_log_prob",
@@ -103,4 +119,5 @@ __all__ = [
     "kl_normal_std",
     "planar_flow",
     "reparameterize",
+    "resolve_ops",
 ]

@@ -12,6 +12,7 @@ from types import ModuleType
 import torch
 from torch import Tensor, nn
 
+from dgm_ext.ops import resolve_ops
 from dgm_ext.vae.likelihoods import Likelihood, make_likelihood
 from dgm_ext.vae.networks import ARCHITECTURES, make_decoder, make_encoder
 from dgm_ext.vae.planar import PlanarPosterior
@@ -19,19 +20,6 @@ from dgm_ext.vae.planar import PlanarPosterior
 __all__ = ["VAE", "VAEConfig", "build_vae", "load_vae", "resolve_ops", "save_vae"]
 
 NUM_PIXELS = 784
-
-
-def resolve_ops(ops: ModuleType | str | None) -> ModuleType:
-    """The op backend: a module, ``"fused"`` (``dgm_ext.ops``), ``"reference"`` or a name."""
-    if ops is None or ops == "fused":
-        return importlib.import_module("dgm_ext.ops")
-    if ops == "reference":
-        return importlib.import_module("dgm_ext.ops.reference")
-    if isinstance(ops, str):
-        return importlib.import_module(ops)
-    if isinstance(ops, ModuleType):
-        return ops
-    raise TypeError(f"ops must be a module, 'fused', 'reference' or a module name, got {ops!r}")
 
 
 @dataclass
