@@ -182,15 +182,10 @@ def _setup(args: argparse.Namespace) -> None:
 
 def _check_device(device: str) -> None:
     """Refuse a bad ``--device`` before any data is loaded (same rules as the trainer)."""
-    import torch
+    from dgm_ext.train import resolve_device
 
-    from dgm_ext.train import Trainer
-
-    resolve = getattr(Trainer, "_resolve_device", None)  # refuses invisible CUDA ordinals
     try:
-        torch.device(device)
-        if resolve is not None:
-            resolve(device)
+        resolve_device(device)  # a bad string, or a CUDA ordinal that is not visible
     except RuntimeError as exc:
         raise ValueError(f"--device {device}: {exc}") from None
 

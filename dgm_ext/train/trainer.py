@@ -287,6 +287,47 @@ class StepContext:
         optimizer.step()
 
 
+def resolve_device(device: str | None) -> torch.device:
+    """``config.device``, or ``cuda:<LOCAL_RANK>`` when CUDA is available, else the CPU
+    (``"cuda"`` without an index also means ``cuda:<LOCAL_RANK>``). Refuses a CUDA
+    ordinal that is not visible, before any CUDA call is made with it."""
+    local_rank = os.environ.get("LOCAL_RANK")
+    if device is None:
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        dev = torch.device("cuda", int(local_rank or 0))
+    else:
+        dev = torch.device(device)
+        if dev.type != "cuda":
+            return dev
+    from_rank = dev.index is None or device is None
+    if dev.index is None:
+        dev = torch.device("cuda", int(local_rank or 0))
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if dev.index >= count:
+        if from_rank and local_rank is not None:
+            what = f"LOCAL_RANK={local_rank}, so this process would use cuda:{dev.index},"
+        else:
+            what = f"TrainerConfig.device={device!r} asks for cuda:{dev.index}"
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        shown = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        gpus = f"{count} CUDA device is" if count == 1 else f"{count} CUDA devices are"
+        cpu = (
+            "to train on the CPU with the gloo backend instead, pass "
+            "TrainerConfig(device='cpu') (on the command line: dgm-ext train/reproduce "
+            "--device cpu)."
+        )
+        if count:
+            cpu = (
+                "Start at most one process per visible GPU (torchrun "
+                f"--nproc_per_node={count}), or, {cpu}"
+            )
+        else:
+            cpu = cpu[0].upper() + cpu[1:]
+        raise RuntimeError(f"{what} but only {gpus} visible{shown}. {cpu}")
+    return dev
+
+
 class Trainer:
     """Train a model following the contract of this module (see the module docstring:
     run directory, resume, ``resume=False``, unreadable checkpoints, distributed runs)."""
@@ -347,46 +388,7 @@ class Trainer:
         self._ctx = StepContext(self)
 
     # ------------------------------------------------------------------ setup
-    @staticmethod
-    def _resolve_device(device: str | None) -> torch.device:
-        """``config.device``, or ``cuda:<LOCAL_RANK>`` when CUDA is available, else the CPU
-        (``"cuda"`` without an index also means ``cuda:<LOCAL_RANK>``). Refuses a CUDA
-        ordinal that is not visible, before any CUDA call is made with it."""
-        local_rank = os.environ.get("LOCAL_RANK")
-        if device is None:
-            if not torch.cuda.is_available():
-                return torch.device("cpu")
-            dev = torch.device("cuda", int(local_rank or 0))
-        else:
-            dev = torch.device(device)
-            if dev.type != "cuda":
-                return dev
-        from_rank = dev.index is None or device is None
-        if dev.index is None:
-            dev = torch.device("cuda", int(local_rank or 0))
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if dev.index >= count:
-            if from_rank and local_rank is not None:
-                what = f"LOCAL_RANK={local_rank}, so this process would use cuda:{dev.index},"
-            else:
-                what = f"TrainerConfig.device={device!r} asks for cuda:{dev.index}"
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            shown = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
-            gpus = f"{count} CUDA device is" if count == 1 else f"{count} CUDA devices are"
-            cpu = (
-                "to train on the CPU with the gloo backend instead, pass "
-                "TrainerConfig(device='cpu') (on the command line: dgm-ext train/reproduce "
-                "--device cpu)."
-            )
-            if count:
-                cpu = (
-                    "Start at most one process per visible GPU (torchrun "
-                    f"--nproc_per_node={count}), or, {cpu}"
-                )
-            else:
-                cpu = cpu[0].upper() + cpu[1:]
-            raise RuntimeError(f"{what} but only {gpus} visible{shown}. {cpu}")
-        return dev
+    _resolve_device = staticmethod(resolve_device)
 
     def _configure_optimizers(self) -> list[torch.optim.Optimizer]:
         fn = getattr(self.model, "configure_optimizers", None)
