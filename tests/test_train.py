@@ -469,6 +469,8 @@ class Setter(nn.Module):
     def train_step(self, batch, ctx):
         with torch.no_grad():
             self.w.fill_(ctx.global_step + 1)
+        # a no-op update (lr 0): the EMA advances after steps whose optimisers stepped
+        ctx.step(ctx.optimizers[0], (self.w * 0.0).sum())
         return {"w": self.w.mean()}
 
     def validation_step(self, batch):

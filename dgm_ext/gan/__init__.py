@@ -1,6 +1,7 @@
 """GANs on the fused ops: losses and penalties, generator EMA, MLP and DCGAN networks."""
 
 from dgm_ext.gan.ema import GeneratorEMA
+from dgm_ext.gan.gan import GAN, GANConfig, load_gan, save_gan
 from dgm_ext.gan.losses import (
     CRITIC_LOSSES,
     GENERATOR_LOSSES,
@@ -25,6 +26,8 @@ __all__ = [
     "GENERATOR_LOSSES",
     "DCGANCritic",
     "DCGANGenerator",
+    "GAN",
+    "GANConfig",
     "GeneratorEMA",
     "MLPDiscriminator",
     "MLPGenerator",
@@ -37,7 +40,9 @@ __all__ = [
     "jsd_estimate",
     "jsd_generator_loss_nonsaturating",
     "jsd_generator_loss_saturating",
+    "load_gan",
     "r1_penalty",
+    "save_gan",
     "w1_critic_loss",
     "w1_estimate",
     "w1_generator_loss",

@@ -23,6 +23,11 @@ Extension points (all optional methods of the model):
   averages gradients across processes, clips and steps. Return detached scalars to log.
 * ``ema_module() -> nn.Module``: the sub-module whose EMA is kept when
   ``config.ema_decay`` is set (default: the whole model), e.g. a GAN generator.
+* ``configure_ema(decay) -> ModelEMA``: build the EMA object yourself (e.g. a GAN's
+  :class:`dgm_ext.gan.GeneratorEMA`, which copies BatchNorm buffers instead of averaging).
+  The EMA is updated after each training step in which an optimiser holding one of its
+  module's parameters stepped, so with several critic steps per generator step a generator
+  EMA advances once per generator update.
 * ``on_epoch_end(trainer, epoch) -> dict[str, float] | None``: called on every process
   after validation; returned numbers are added to the epoch's metrics row (rank 0's are
   logged). Use ``trainer.is_main`` / ``trainer.run_dir`` to write figures.
@@ -285,6 +290,8 @@ class StepContext:
             if cfg.check_grads:
                 t._check_finite(norm, f"gradient norm of {name}")
         optimizer.step()
+        if id(optimizer) in t._ema_optimizers:
+            t._ema_due = True
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -352,11 +359,17 @@ class Trainer:
         self.model.to(self.device)
         self._custom_step = callable(getattr(model, "train_step", None))
         self.optimizers = self._configure_optimizers()
+        self.ema: ModelEMA | None = None
+        self._ema_optimizers: set[int] = set()  # ids of optimisers that move the EMA's module
+        self._ema_due = False
         if config.ema_decay is not None:
-            target = model.ema_module() if callable(getattr(model, "ema_module", None)) else model
-            self.ema: ModelEMA | None = ModelEMA(target, config.ema_decay)
-        else:
-            self.ema = None
+            self.ema = self._configure_ema(config.ema_decay)
+            tracked = {id(p) for p in self.ema.module.parameters()}
+            self._ema_optimizers = {
+                id(o)
+                for o in self.optimizers
+                if any(id(p) in tracked for g in o.param_groups for p in g["params"])
+            }
         if config.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter  # noqa: F401
@@ -408,6 +421,20 @@ class Trainer:
                 "optimisers; a model with several optimisers must define train_step(batch, ctx)"
             )
         return opts
+
+    def _configure_ema(self, decay: float) -> ModelEMA:
+        model = self.model
+        build = getattr(model, "configure_ema", None)
+        if callable(build):
+            ema = build(decay)
+            if not isinstance(ema, ModelEMA):
+                raise TypeError(
+                    f"{type(model).__name__}.configure_ema must return a ModelEMA, got "
+                    f"{type(ema).__name__}"
+                )
+            return ema
+        target = model.ema_module() if callable(getattr(model, "ema_module", None)) else model
+        return ModelEMA(target, decay)
 
     @property
     def is_main(self) -> bool:
@@ -851,8 +878,9 @@ class Trainer:
                 acc.add(out, _batch_size(batch), "training_step")
                 self.global_step += 1
                 self.batch_in_epoch += 1
-                if self.ema is not None:
+                if self.ema is not None and self._ema_due:
                     self.ema.update()
+                self._ema_due = False
                 bar.update(1)
                 if self.global_step % cfg.log_every == 0:
                     self._log_step(out, bar)

@@ -114,6 +114,22 @@ class TwoPlayer(nn.Module):
         return {"loss": nn.functional.cross_entropy(self.g(x) + self.d(x), y)}
 
 
+def make_gan(kill_at: int | None) -> nn.Module:
+    """The library's MLP GAN on 4×4 images: R1, two critic steps per generator step,
+    dropout in the critic, BatchNorm in the generator (plain BatchNorm, also under DDP:
+    SyncBatchNorm needs GPUs; the trainer broadcasts rank 0's buffers before each step)."""
+    from dgm_ext.gan import GAN, GANConfig
+
+    class KillableGAN(GAN):
+        def train_step(self, batch, ctx):
+            _maybe_die(kill_at)
+            return super().train_step(batch, ctx)
+
+    cfg = GANConfig(image_shape=(1, 4, 4), critic_steps=2, penalty="r1", penalty_weight=0.1,
+                    lr_generator=1e-3, lr_critic=2e-3)  # fmt: skip
+    return KillableGAN(cfg)
+
+
 def make_data(n: int, variant: str) -> tuple[ImageDataset, ImageDataset]:
     g = torch.Generator().manual_seed(1234)
     images = torch.rand(n, 1, 4, 4, generator=g)
@@ -133,6 +149,8 @@ def train_one(kind: str, run_dir: str, args: argparse.Namespace) -> dict[str, to
     nan_at = args.nan_at_step if args.nan_rank in (None, rank) else None
     if kind == "mlp":
         model: nn.Module = NoisyMLP(args.kill_at_step, stochastic, nan_at)
+    elif kind == "gan":
+        model = make_gan(args.kill_at_step)
     else:
         model = TwoPlayer(args.kill_at_step)
     train_set, val_set = make_data(args.num_examples, "dynamic" if stochastic else "grey")
@@ -147,6 +165,8 @@ def train_one(kind: str, run_dir: str, args: argparse.Namespace) -> dict[str, to
         progress=False,
         device=args.device,
     )
+    if kind == "gan":
+        val_set = None  # a GAN has no validation loss
     trainer = Trainer(model, cfg)
     report = {"rank": rank, "error": None}
     try:
@@ -161,6 +181,8 @@ def train_one(kind: str, run_dir: str, args: argparse.Namespace) -> dict[str, to
                 world_size=trainer.world_size,
                 process_group_after_fit=dist.is_available() and dist.is_initialized(),
                 draws=getattr(model, "draws", []),
+                # every rank must end with the same weights and buffers
+                state_checksum=[float(v.double().sum()) for v in model.state_dict().values()],
             )
             path = os.path.join(args.report_dir, f"{kind}-rank{rank}.json")
             with open(path, "w") as f:
@@ -180,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--num-examples", type=int, default=160)
     ap.add_argument("--kill-at-step", type=int, default=None)
     ap.add_argument("--checkpoint-every", type=int, default=None)
-    ap.add_argument("--models", default="mlp", help="comma-separated: mlp, two")
+    ap.add_argument("--models", default="mlp", help="comma-separated: mlp, two, gan")
     ap.add_argument("--deterministic", action="store_true", help="no dropout/noise, grey data")
     ap.add_argument("--ema", type=float, default=None)
     ap.add_argument("--device", default=None, help="TrainerConfig.device (e.g. cpu)")

@@ -1,0 +1,291 @@
+"""A GAN that :class:`dgm_ext.train.Trainer` trains: alternating critic and generator steps.
+
+One training step of the trainer is one **critic** step on one data batch; every
+``critic_steps``-th step is followed by one generator step, so an epoch is one critic pass
+over the data whatever ``critic_steps`` is. The step counter that decides it is the
+trainer's ``global_step`` (saved in checkpoints), so a resumed run keeps the schedule.
+
+Critic step: ``critic_loss(real, G(z)) + penalty`` with ``G(z)`` detached; generator step:
+``generator_loss(C(G(z')))`` on a fresh ``z'`` against the *updated* critic, the critic's
+parameters frozen while it runs. Data come in [0, 1] (``ImageDataset`` grey levels) and are
+mapped to the generator's [-1, 1]. The trainer keeps a :class:`GeneratorEMA` of the
+generator when ``TrainerConfig.ema_decay`` is set (updated after each generator step,
+BatchNorm buffers copied); figures and metrics should use it (``Trainer.ema.applied()``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dgm_ext.gan.ema import GeneratorEMA
+from dgm_ext.gan.losses import (
+    CRITIC_LOSSES,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+    jsd_estimate,
+    r1_penalty,
+    w1_estimate,
+)
+from dgm_ext.gan.models import DCGANCritic, DCGANGenerator, MLPDiscriminator, MLPGenerator
+from dgm_ext.ops import resolve_ops
+
+__all__ = ["GAN", "GANConfig", "load_gan", "save_gan"]
+
+ARCHS = ("mlp", "dcgan")
+PENALTIES = (None, "r1", "gp")
+FORMAT = "dgm_ext.gan/1"
+
+
+@dataclass
+class GANConfig:
+    """Architecture, objective and optimiser settings of a :class:`GAN`.
+
+    ``arch="mlp"``: the MNIST MLP generator/discriminator (SPEC §2; ``image_shape`` with 784
+    values); ``arch="dcgan"``: the 32×32 DCGAN generator/critic (``width``,
+    ``spectral_norm``; ``image_shape`` ``(C, 32, 32)``). ``loss``: ``jsd-nonsaturating``,
+    ``jsd-saturating``, ``w1`` or ``hinge``; ``penalty``: ``None``, ``"r1"`` or ``"gp"``
+    with ``penalty_weight``. Two Adam optimisers with ``betas``; the critic takes
+    ``critic_steps`` steps per generator step.
+    """
+
+    arch: str = "mlp"
+    z_dim: int = 100
+    image_shape: tuple[int, ...] = (1, 28, 28)
+    loss: str = "jsd-nonsaturating"
+    penalty: str | None = None
+    penalty_weight: float = 0.0
+    critic_steps: int = 1
+    lr_generator: float = 2e-4
+    lr_critic: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    width: int = 128
+    spectral_norm: bool = False
+    dropout: float = 0.3
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.image_shape = tuple(int(s) for s in self.image_shape)
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        if self.arch not in ARCHS:
+            raise ValueError(f"GANConfig.arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.loss not in CRITIC_LOSSES:
+            raise ValueError(
+                f"GANConfig.loss must be one of {sorted(CRITIC_LOSSES)}, got {self.loss!r}"
+            )
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"GANConfig.penalty must be one of {PENALTIES}, got {self.penalty!r}")
+        if not self.penalty_weight >= 0:
+            raise ValueError(f"GANConfig.penalty_weight must be >= 0, got {self.penalty_weight!r}")
+        if self.penalty is not None and self.penalty_weight == 0:
+            raise ValueError(f"GANConfig.penalty={self.penalty!r} needs penalty_weight > 0")
+        for name in ("z_dim", "critic_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"GANConfig.{name} must be an int >= 1, got {v!r}")
+        for name in ("lr_generator", "lr_critic"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"GANConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"GANConfig.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.arch == "dcgan" and (
+            len(self.image_shape) != 3 or self.image_shape[1:] != (32, 32)
+        ):
+            raise ValueError(
+                f"GANConfig.image_shape must be (C, 32, 32) for arch='dcgan', got "
+                f"{self.image_shape}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (tuples as lists)."""
+        d = dataclasses.asdict(self)
+        d["image_shape"], d["betas"] = list(self.image_shape), list(self.betas)
+        return d
+
+
+def build_networks(config: GANConfig) -> tuple[nn.Module, nn.Module]:
+    """The generator and critic that ``config`` describes."""
+    if config.arch == "mlp":
+        n = 1
+        for s in config.image_shape:
+            n *= s
+        return (
+            MLPGenerator(config.z_dim, config.image_shape),
+            MLPDiscriminator(n, config.dropout),
+        )
+    channels = config.image_shape[0]
+    return (
+        DCGANGenerator(config.z_dim, config.width, channels),
+        DCGANCritic(config.width, channels, config.spectral_norm),
+    )
+
+
+class GAN(nn.Module):
+    """Generator + critic with the trainer's multi-optimiser step (see the module docstring).
+
+    ``ops``: ``"fused"`` (default, the C++/CUDA ``bernoulli_log_prob`` in the JSD losses) or
+    ``"reference"``. Logged per step: ``critic_loss``, ``generator_loss`` (generator steps
+    only), ``penalty`` (with a penalty) and the training metric, ``jsd`` (the JSD estimate
+    ``½(E log σ(C(x)) + E log(1 - σ(C(G(z))))) + log 2``) for the JSD losses or ``w1``
+    (``E C(x) - E C(G(z))``) otherwise, measured on the critic step's batch before its update.
+    """
+
+    def __init__(
+        self, config: GANConfig | None = None, ops: ModuleType | str | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config if config is not None else GANConfig()
+        self.ops = resolve_ops(ops)
+        self.generator, self.critic = build_networks(self.config)
+        self.metric_name = "jsd" if self.config.loss.startswith("jsd") else "w1"
+
+    # -- trainer hooks ---------------------------------------------------------------------
+    def configure_optimizers(self, trainer_config: Any) -> list[torch.optim.Optimizer]:
+        """``[critic Adam, generator Adam]`` with the GAN's learning rates and betas."""
+        c = self.config
+        eps = getattr(trainer_config, "eps", 1e-8)
+        return [
+            torch.optim.Adam(self.critic.parameters(), lr=c.lr_critic, betas=c.betas, eps=eps),
+            torch.optim.Adam(
+                self.generator.parameters(), lr=c.lr_generator, betas=c.betas, eps=eps
+            ),
+        ]
+
+    def ema_module(self) -> nn.Module:
+        """The generator: the module whose EMA the trainer keeps."""
+        return self.generator
+
+    def configure_ema(self, decay: float) -> GeneratorEMA:
+        """Generator EMA that copies BatchNorm buffers (StudioGAN's convention)."""
+        return GeneratorEMA(self.generator, decay)
+
+    def train_step(self, batch: Any, ctx: Any) -> dict[str, Tensor]:
+        """One critic step, and a generator step every ``critic_steps`` steps."""
+        c = self.config
+        real = self.to_model_space(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        opt_critic, opt_generator = ctx.optimizers
+        with torch.no_grad():
+            fake = self.generator(self.sample_z(real.shape[0], real))
+        real_out, fake_out = self.critic(real), self.critic(fake)
+        loss = critic_loss(c.loss, real_out, fake_out, ops=self.ops)
+        out = {"critic_loss": loss.detach(), self.metric_name: self._metric(real_out, fake_out)}
+        if c.penalty == "r1":
+            pen = r1_penalty(self.critic, real, c.penalty_weight)
+        elif c.penalty == "gp":
+            pen = gradient_penalty(self.critic, real, fake, c.penalty_weight)
+        else:
+            pen = None
+        if pen is not None:
+            out["penalty"] = pen.detach()
+            loss = loss + pen
+        ctx.step(opt_critic, loss, name="critic loss")
+        if (ctx.global_step + 1) % c.critic_steps == 0:
+            self.critic.requires_grad_(False)  # the generator step needs no critic gradients
+            try:
+                fake = self.generator(self.sample_z(real.shape[0], real))
+                g_loss = generator_loss(c.loss, self.critic(fake), ops=self.ops)
+                ctx.step(opt_generator, g_loss, name="generator loss")
+            finally:
+                self.critic.requires_grad_(True)
+            out["generator_loss"] = g_loss.detach()
+        return out
+
+    # -- sampling --------------------------------------------------------------------------
+    def sample_z(
+        self, n: int, like: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` latent codes ``N(0, I)`` of shape ``(n, z_dim)`` (device/dtype of ``like``)."""
+        ref = like if like is not None else next(self.generator.parameters())
+        return torch.randn(
+            n, self.config.z_dim, device=ref.device, dtype=ref.dtype, generator=generator
+        )
+
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """Images in [0, 1] from latent codes, the generator in eval mode (BatchNorm uses its
+        running statistics); the generator's train/eval mode is restored afterwards."""
+        was = self.generator.training
+        self.generator.eval()
+        try:
+            return self.to_image_space(self.generator(z))
+        finally:
+            self.generator.train(was)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, batch_size: int = 1000
+    ) -> Tensor:
+        """``n`` images ``(n, C, H, W)`` in [0, 1] (see :meth:`decode`), on the CPU."""
+        z = self.sample_z(n, generator=generator)  # one draw: the result ignores batch_size
+        parts = [self.decode(zb).cpu() for zb in z.split(batch_size)]
+        return torch.cat(parts) if parts else torch.empty(0, *self.config.image_shape)
+
+    @staticmethod
+    def to_model_space(images: Tensor) -> Tensor:
+        """[0, 1] → the generator's [-1, 1]."""
+        return images * 2.0 - 1.0
+
+    @staticmethod
+    def to_image_space(x: Tensor) -> Tensor:
+        """[-1, 1] → [0, 1] (clamped)."""
+        return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
+
+    def _metric(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        with torch.no_grad():
+            if self.metric_name == "jsd":
+                return jsd_estimate(real_out, fake_out, ops=self.ops)
+            return w1_estimate(real_out, fake_out)
+
+
+def save_gan(model: GAN, path: str | Path, ema: GeneratorEMA | None = None) -> Path:
+    """Write config, critic and generator weights to ``path`` (atomically).
+
+    With ``ema`` the saved generator holds the EMA weights (and the live generator's copied
+    buffers) and the file says so; :func:`load_gan` then returns the EMA generator.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gen = {k: v.detach().cpu() for k, v in model.generator.state_dict().items()}
+    if ema is not None:
+        gen = {k: v.detach().cpu().clone() for k, v in ema.shadow.items()}
+    blob = {
+        "format": FORMAT,
+        "config": model.config.to_dict(),
+        "generator": gen,
+        "critic": {k: v.detach().cpu() for k, v in model.critic.state_dict().items()},
+        "generator_is_ema": ema is not None,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_gan(path: str | Path, ops: ModuleType | str | None = None) -> GAN:
+    """Load a GAN written by :func:`save_gan` (``weights_only=True``), in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no GAN checkpoint at {path}")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"path: {path} is not a dgm_ext GAN file (format {FORMAT!r})")
+    model = GAN(GANConfig(**blob["config"]), ops=ops)
+    model.generator.load_state_dict(blob["generator"])
+    model.critic.load_state_dict(blob["critic"])
+    return model.eval()
+
+
+def is_gan_file(path: str | Path) -> bool:
+    """True when ``path`` is a file written by :func:`save_gan`."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(blob, dict) and blob.get("format") == FORMAT
