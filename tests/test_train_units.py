@@ -373,3 +373,72 @@ def test_rng_state_round_trip_restores_python_numpy_torch(tmp_path):
     ckpt.seed_everything(99)
     ckpt.set_rng_state(ckpt.load_checkpoint(tmp_path / "rng.pt"))
     assert (_draws(), np.random.randn(3).tolist(), random.gauss(0, 1)) == expected  # noqa: NPY002
+
+
+# ----------------------------------------------------------------- TrainerConfig
+def _config(**kw):
+    from dgm_ext.train import TrainerConfig
+
+    return TrainerConfig(run_dir="r", **kw)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"epochs": 0},
+        {"epochs": None, "max_steps": 0},
+        {"num_workers": 0},
+        {"keep_last": 0},
+        {"betas": (0.0, 0.0)},
+        {"lr": 1e-12},
+        {"ema_decay": 1e-9},
+        {"ema_decay": 1 - 1e-9},
+        {"val_batch_size": None, "patience": None, "checkpoint_every": None},
+    ],
+)
+def test_trainer_config_accepts_boundary_values(kw):
+    cfg = _config(**kw)
+    for k, v in kw.items():
+        assert getattr(cfg, k) == v
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"epochs": -1}, r"TrainerConfig\.epochs must be an int >= 0, got -1"),
+        ({"epochs": None, "max_steps": -1}, r"TrainerConfig\.max_steps must be an int >= 0"),
+        ({"batch_size": 0}, r"TrainerConfig\.batch_size must be an int >= 1, got 0"),
+        ({"batch_size": None}, r"TrainerConfig\.batch_size must be an int >= 1, got None"),
+        ({"batch_size": True}, r"TrainerConfig\.batch_size must be an int >= 1, got True"),
+        ({"batch_size": 1.5}, r"TrainerConfig\.batch_size must be an int >= 1, got 1\.5"),
+        ({"log_every": None}, r"TrainerConfig\.log_every must be an int >= 1, got None"),
+        ({"num_workers": None}, r"TrainerConfig\.num_workers must be an int >= 0, got None"),
+        ({"keep_last": None}, r"TrainerConfig\.keep_last must be an int >= 0, got None"),
+        (
+            {"epochs": None},
+            r"^TrainerConfig\.epochs and TrainerConfig\.max_steps cannot both "
+            r"be None$",
+        ),
+        ({"lr": 0.0}, r"TrainerConfig\.lr must be a finite number > 0, got 0\.0"),
+        ({"weight_decay": -1.0}, r"^TrainerConfig\.weight_decay must be >= 0, got -1\.0$"),
+        ({"betas": (1.0, 0.5)}, r"TrainerConfig\.betas must be two numbers in \[0, 1\)"),
+        ({"betas": (0.5, 1.0)}, r"TrainerConfig\.betas must be two numbers in \[0, 1\)"),
+        ({"betas": (-0.1, 0.5)}, r"TrainerConfig\.betas"),
+        ({"ema_decay": 0.0}, r"TrainerConfig\.ema_decay must be in \(0, 1\), got 0\.0"),
+        ({"ema_decay": 1.0}, r"TrainerConfig\.ema_decay must be in \(0, 1\), got 1\.0"),
+        ({"min_delta": -0.5}, r"^TrainerConfig\.min_delta must be >= 0, got -0\.5$"),
+        ({"extra": [1]}, r"^TrainerConfig\.extra must be a dict, got list$"),
+    ],
+)
+def test_trainer_config_rejects_bad_values_naming_them(kw, message):
+    with pytest.raises(ValueError, match=message):
+        _config(**kw)
+
+
+def test_trainer_config_to_dict_is_json_friendly():
+    import json
+
+    out = _config(betas=(0.5, 0.9)).to_dict()
+    assert out["run_dir"] == "r" and isinstance(out["run_dir"], str)
+    assert out["betas"] == [0.5, 0.9]
+    assert json.loads(json.dumps(out)) == out
