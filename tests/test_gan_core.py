@@ -204,6 +204,45 @@ def test_gradient_penalty_rng_and_detached_inputs() -> None:
         L.gradient_penalty(critic, real, fake, eps=torch.rand(3))
 
 
+def test_penalties_per_sample_weight_tensor() -> None:
+    """``weight`` may be a Tensor (N,): ``E[w_i · penalty_i]`` (independent runs in a batch)."""
+    critic = Quadratic(3)
+    g = torch.Generator().manual_seed(3)
+    real = torch.randn(4, 3, generator=g, dtype=DT)
+    fake = torch.randn(4, 3, generator=g, dtype=DT) + 1
+    eps = torch.tensor([0.2, 0.4, 0.6, 0.8], dtype=DT)
+    w = torch.tensor([0.0, 0.5, 2.0, 1.0], dtype=DT)
+    mixed = eps[:, None] * real + (1 - eps[:, None]) * fake
+    r1_i = critic.grad_closed(real).pow(2).sum(1)
+    gp_i = (critic.grad_closed(mixed).norm(dim=1) - 1).pow(2)
+    cases = [
+        (L.r1_penalty(critic, real, w), (w * r1_i).mean()),
+        (L.gradient_penalty(critic, real, fake, w, eps=eps), (w * gp_i).mean()),
+    ]
+    for got, want in cases:
+        torch.testing.assert_close(got, want)
+        params = list(critic.parameters())
+        ga = torch.autograd.grad(got, params, allow_unused=True)
+        gb = torch.autograd.grad(want, params, allow_unused=True)
+        for a, b in zip(ga, gb, strict=True):
+            if b is not None:
+                torch.testing.assert_close(a, b)
+    # A constant weight vector, a 0-d tensor and a float agree.
+    same = torch.full((4,), 0.7, dtype=DT)
+    for weight in (same, torch.tensor(0.7, dtype=DT)):
+        torch.testing.assert_close(
+            L.r1_penalty(critic, real, weight), L.r1_penalty(critic, real, 0.7)
+        )
+        torch.testing.assert_close(
+            L.gradient_penalty(critic, real, fake, weight, eps=eps),
+            L.gradient_penalty(critic, real, fake, 0.7, eps=eps),
+        )
+    with pytest.raises(ValueError, match=r"weight must be a number or have shape \(4,\)"):
+        L.r1_penalty(critic, real, torch.ones(3, dtype=DT))
+    with pytest.raises(ValueError, match="weight must be"):
+        L.gradient_penalty(critic, real, fake, torch.ones(4, 1, dtype=DT), eps=eps)
+
+
 # -- EMA --------------------------------------------------------------------------------
 def _bn_net() -> nn.Module:
     torch.manual_seed(0)

@@ -96,3 +96,8 @@ register(
     "per-example ELBO optimisation vs encoder (amortisation gap), left-half completion",
     takes_checkpoint=True,
 )
+register(
+    "dirac-gan",
+    "dgm_ext.experiments.dirac_gan",
+    "Dirac-GAN grid {JSD, W1} x {none, R1, GP} x EMA: trajectories, convergence table",
+)

@@ -161,20 +161,37 @@ def _input_grad(critic: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     return grad.flatten(1)
 
 
-def r1_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, weight: float = 1.0) -> Tensor:
+def _weighted_mean(weight: float | Tensor, per_sample: Tensor) -> Tensor:
+    """``weight · mean(per_sample)``; a weight Tensor of shape ``(N,)`` weighs each sample
+    (``mean(weight · per_sample)``), so batched independent runs (the Dirac-GAN lab) can
+    carry their own penalty weights in one call."""
+    if isinstance(weight, Tensor) and weight.dim() > 0:
+        if weight.shape != per_sample.shape:
+            raise ValueError(
+                f"weight must be a number or have shape {tuple(per_sample.shape)}, "
+                f"got {tuple(weight.shape)}"
+            )
+        return (weight.to(per_sample) * per_sample).mean()
+    return weight * per_sample.mean()
+
+
+def r1_penalty(
+    critic: Callable[[Tensor], Tensor], real: Tensor, weight: float | Tensor = 1.0
+) -> Tensor:
     """R1 = ``weight · E ‖∇ₓ C(x)‖²`` on real data (no ½ factor); differentiable in the critic.
 
-    real: (N, ...) batch; the critic maps it to (N,) or (N, 1).
+    real: (N, ...) batch; the critic maps it to (N,) or (N, 1). ``weight``: a number, or a
+    Tensor of shape (N,) with one weight per sample (``E[weight · ‖∇ₓ C(x)‖²]``).
     """
     grad = _input_grad(critic, real)
-    return weight * grad.pow(2).sum(1).mean()
+    return _weighted_mean(weight, grad.pow(2).sum(1))
 
 
 def gradient_penalty(
     critic: Callable[[Tensor], Tensor],
     real: Tensor,
     fake: Tensor,
-    weight: float = 1.0,
+    weight: float | Tensor = 1.0,
     *,
     eps: Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -183,6 +200,7 @@ def gradient_penalty(
 
     ε ~ U(0, 1) per sample, drawn from ``generator`` unless given as ``eps`` (shape (N,)).
     Inputs are detached (the penalty trains only the critic); differentiable in the critic.
+    ``weight``: a number, or a Tensor of shape (N,) with one weight per sample.
     """
     if real.shape != fake.shape:
         raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} differ")
@@ -194,4 +212,4 @@ def gradient_penalty(
     e = eps.reshape(n, *([1] * (real.dim() - 1))).to(real)
     mixed = e * real + (1.0 - e) * fake  # detached in _input_grad
     norm = torch.linalg.vector_norm(_input_grad(critic, mixed), dim=1)
-    return weight * (norm - 1.0).pow(2).mean()
+    return _weighted_mean(weight, (norm - 1.0).pow(2))
