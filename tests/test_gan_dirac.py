@@ -74,11 +74,11 @@ MIXED = [
 @pytest.mark.parametrize("ops", ["fused", "reference"])
 def test_batched_matches_scalar_reference(ops: str) -> None:
     seeds = [3, 7]
-    runs = D.simulate(MIXED, seeds, 300, ops=ops)
-    assert runs.theta.shape == (301, len(MIXED), 2) and runs.iterations == 300
+    runs = D.simulate(MIXED, seeds, 200, ops=ops)
+    assert runs.theta.shape == (201, len(MIXED), 2) and runs.iterations == 200
     for j, cfg in enumerate(MIXED):
         for s, seed in enumerate(seeds):
-            want = torch.tensor(_reference_run(cfg, seed, 300), dtype=DT)
+            want = torch.tensor(_reference_run(cfg, seed, 200), dtype=DT)
             got = torch.stack([runs.theta[:, j, s], runs.psi0[:, j, s], runs.psi1[:, j, s]], 1)
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11, msg=cfg.name)
 
