@@ -11,6 +11,8 @@ distance to it; and the bandwidth each provider achieves, floor bytes / time (GB
 compare with the device's copy bandwidth in the table's heading).
 VAE table (bench_vae_trainer.py), per device: fused vs reference, and which data was timed
 (random images when MNIST was not found are flagged).
+GAN table (bench_gan.py, ``extra_info["suite"] == "gan"``), per device: fused, reference and
+plain PyTorch (BCE-with-logits) per call or per training step, and the ratios to fused.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def main(path: str) -> None:
     # device -> group -> provider -> seconds; (device, group) -> data sources ("mnist", "random")
     vae: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     vae_data: dict[tuple[str, str], set[str]] = defaultdict(set)
+    # device -> group -> provider -> seconds per call (bench_gan.py)
+    gan: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     other: list[tuple[str, str, str, float, str]] = []
     quick = False
     for b in data["benchmarks"]:
@@ -72,6 +76,10 @@ def main(path: str) -> None:
             names[device] = info["device_name"]
         quick = quick or info.get("quick", False)
         best = b["stats"]["min"]  # least-disturbed round: robust to other processes on 2 cores
+        if info.get("suite") == "gan":
+            group = b["group"] or b["name"]
+            gan[device][group][info["provider"]] = best / info.get("calls_per_round", 1)
+            continue
         if "case" not in info or "mode" not in info:
             group = b["group"] or b["name"]
             if info.get("provider") in ("fused", "reference"):  # the VAE benchmarks
@@ -132,6 +140,22 @@ def main(path: str) -> None:
             src = ", ".join(sorted(vae_data[(device, group)]))
             label = group.replace(" | ", ": ")  # no "|" inside a markdown cell
             print(f"| {label} | {_ms(f)} | {_ms(r)} | {_ratio(r, f)} | {src} |")
+        print()
+
+    for device in sorted(gan, key=lambda d: (d != "cpu", d)):
+        print(f"### GAN, {_device_title(device, names, machine)}")
+        print()
+        print(
+            "plain: `F.binary_cross_entropy_with_logits` (losses), a hand-written PyTorch "
+            "loop (train steps); × = its time / fused time (> 1: fused is faster)."
+        )
+        print()
+        print("| benchmark | fused ms | reference ms | plain ms | × reference | × plain |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for group, t in gan[device].items():
+            f, r, p = t.get("fused"), t.get("reference"), t.get("plain")
+            label = group.replace(" | ", ", ")  # no "|" inside a markdown cell
+            print(f"| {label} | {_ms(f)} | {_ms(r)} | {_ms(p)} | {_ratio(r, f)} | {_ratio(p, f)} |")
         print()
 
     if other:
