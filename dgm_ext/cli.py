@@ -3,8 +3,10 @@
 Subcommands::
 
     dgm-ext train vae [options]         train one VAE into a run directory
+    dgm-ext train gan [options]         train one GAN (MLP on MNIST, DCGAN on CIFAR-10)
     dgm-ext eval SOURCE [options]       ELBO, importance-sampled log p(x), bits/dim of a VAE
                                         checkpoint; FID/KID/IS (--metrics) of its samples, of
+                                        a GAN generator (generator.pt or a train-gan run), of
                                         a folder of images or of a data split (mnist:train)
     dgm-ext reproduce NAME [--quick]    run an experiment of SPEC §3 end to end
     dgm-ext list                        list the reproducible experiments
@@ -99,6 +101,46 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--val-size", type=int, default=None, help="use the first N val images")
     vae.add_argument("--k", type=int, default=0, help="also report test log p(x) with K samples")
 
+    gan = tsub.add_parser("gan", help="train a GAN", epilog=_RESUME_HELP)
+    _add_common(gan)
+    _add_training(gan)
+    gan.add_argument("--out", default=None, help="run directory (default runs/gan-<time>)")
+    gan.add_argument("--dataset", default="mnist", choices=list(_DATASETS))
+    gan.add_argument(
+        "--arch", default=None, choices=["mlp", "dcgan"], help="default: mlp, dcgan for cifar10"
+    )
+    gan.add_argument(
+        "--loss",
+        default="jsd-nonsaturating",
+        choices=["jsd-nonsaturating", "jsd-saturating", "w1", "hinge"],
+    )
+    gan.add_argument("--penalty", default="none", choices=["none", "r1", "gp"])
+    gan.add_argument("--penalty-weight", type=float, default=0.0)
+    gan.add_argument("--critic-steps", type=int, default=1, help="critic steps per generator step")
+    gan.add_argument("--lr-generator", type=float, default=2e-4)
+    gan.add_argument("--lr-critic", type=float, default=2e-4)
+    gan.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999), metavar=("B1", "B2"))
+    gan.add_argument("--z-dim", type=int, default=100)
+    gan.add_argument("--width", type=int, default=128, help="DCGAN width")
+    gan.add_argument("--spectral-norm", action="store_true", help="DCGAN critic")
+    gan.add_argument("--ema", type=float, default=None, help="generator EMA decay")
+    gan.add_argument("--epochs", type=int, default=10)
+    gan.add_argument("--batch-size", type=int, default=64)
+    gan.add_argument("--train-size", type=int, default=None, help="use the first N images")
+    gan.add_argument(
+        "--metrics-every",
+        type=int,
+        default=0,
+        help="FID/KID/IS of --n samples every N epochs and at the end (MNIST-like data: the "
+        "library's classifier; default 0: only at the end)",
+    )
+    gan.add_argument("--n", type=int, default=10_000, help="samples for the metrics")
+    gan.add_argument(
+        "--inception-weights",
+        default=None,
+        help="FID Inception-v3 weights for cifar10 (default $DGM_EXT_INCEPTION_WEIGHTS)",
+    )
+
     ev = sub.add_parser(
         "eval",
         help="evaluate a VAE checkpoint, a folder of images or a data split",
@@ -109,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "checkpoint",
         metavar="SOURCE",
-        help="model.pt written by train/reproduce (or its run folder), a folder of PNG/JPEG "
+        help="model.pt written by train/reproduce (or its run folder), a GAN generator.pt (or "
+        "its train-gan run folder), a folder of PNG/JPEG "
         "images, or a data split NAME:SPLIT (mnist, fashion-mnist, cifar10; e.g. mnist:train)",
     )
     ev.add_argument(
@@ -162,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="reuse a trained model.pt instead of training (vae-no-encoder; other experiments "
         "refuse it)",
+    )
+    rep.add_argument(
+        "--run", default=None, help="one preset of the experiment (cifar10-gan: jsd-1, ..., w1-3)"
+    )
+    rep.add_argument(
+        "--ema", type=float, default=None, help="generator EMA decay (GAN experiments)"
     )
 
     sub.add_parser("list", help="list the reproducible experiments")
@@ -255,6 +304,78 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_gan(args: argparse.Namespace) -> int:
+    import torch
+
+    from dgm_ext.data import ImageDataset, load_cifar10, load_mnist
+    from dgm_ext.experiments.common import RunContext, default_run_dir, prepare_run_dir
+    from dgm_ext.experiments.gan_common import GANTraining, SampleQuality, grid_epochs
+    from dgm_ext.gan import GAN, GANConfig
+    from dgm_ext.metrics import evaluate as ev
+
+    rgb = args.dataset == "cifar10"
+    config = GANConfig(
+        arch=args.arch or ("dcgan" if rgb else "mlp"),
+        z_dim=args.z_dim,
+        image_shape=(3, 32, 32) if rgb else (1, 28, 28),
+        loss=args.loss,
+        penalty=None if args.penalty == "none" else args.penalty,
+        penalty_weight=args.penalty_weight,
+        critic_steps=args.critic_steps,
+        lr_generator=args.lr_generator,
+        lr_critic=args.lr_critic,
+        betas=tuple(args.betas),
+        width=args.width,
+        spectral_norm=args.spectral_norm,
+    )  # validates before any data is loaded
+    for name, low in (("epochs", 1), ("metrics_every", 0), ("n", 2), ("batch_size", 1)):
+        if getattr(args, name) < low:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be >= {low}, got {getattr(args, name)}")
+    if args.ema is not None and not 0 < args.ema < 1:
+        raise ValueError(f"--ema must be in (0, 1), got {args.ema}")
+    if rgb:
+        space = ev.inception_feature_space(args.inception_weights)  # fails early without weights
+        data = load_cifar10("train", root=args.data_root, download=False)
+        reference = load_cifar10("test", root=args.data_root, download=False).images
+    else:
+        fashion = args.dataset == "fashion-mnist"
+        splits = [load_mnist(s, "grey", root=args.data_root, fashion=fashion)
+                  for s in ("train", "val", "test")]  # fmt: skip
+        data = ImageDataset(torch.cat([splits[0].images, splits[1].images]),
+                            torch.cat([splits[0].labels, splits[1].labels]))  # fmt: skip
+        reference = splits[2].images
+        space = ev.mnist_feature_space(args.dataset, root=args.data_root)
+    if args.train_size is not None:
+        data = ImageDataset(data.images[: args.train_size], data.labels[: args.train_size])
+    out = Path(args.out) if args.out else default_run_dir("gan")
+    prepare_run_dir(out, args.fresh)
+    (out / "gan_args.json").write_text(json.dumps(vars(args), indent=2), encoding="utf-8")
+    every = args.metrics_every
+    at = {e for e in range(1, args.epochs + 1) if every and e % every == 0} | {args.epochs}
+    ctx = RunContext(
+        name="train-gan", out=out, seed=args.seed, data_root=args.data_root, ops=args.ops,
+        progress=not args.no_progress, device=args.device, fresh=args.fresh,
+    )  # fmt: skip
+    training = GANTraining(
+        ctx, GAN(config, ops=args.ops), out, epochs=args.epochs, batch_size=args.batch_size,
+        ema_decay=args.ema, evaluate=SampleQuality(space, reference[: args.n], args.n),
+        evaluate_at=at, grids_at=grid_epochs(args.epochs),
+        title=f"{config.arch} GAN, {config.loss}", seed=args.seed,
+    )  # fmt: skip
+    rows = training.fit(data)
+    last = rows[-1] if rows else {}
+    res = {
+        "generator": str(out / "generator.pt"),
+        "epochs": last.get("epoch"),
+        "feature_net": space.name,
+        **{k: last[k] for k in ("fid", "kid", "kid_std", "is") if k in last},
+    }
+    (out / "eval.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
+    print(json.dumps(res, indent=2))
+    return 0
+
+
 _EVAL_HELP = """\
 sample quality (--metrics fid,kid,is): N images (--n, default 10000) from the source are
 compared with the first N images of the reference split (--split) of --dataset, or with
@@ -266,6 +387,7 @@ are not comparable.
 examples:
   dgm-ext eval mnist:train --metrics fid,kid,is        # the floor: train vs test images
   dgm-ext eval runs/vae-elbo --metrics fid --n 10000   # ELBO and FID of 10000 samples
+  dgm-ext eval runs/gan/generator.pt --metrics fid,kid # a GAN's samples (default: all three)
   dgm-ext eval samples/ --dataset cifar10 --inception-weights pt_inception-2015-12-05.pth
 """
 
@@ -327,12 +449,43 @@ def _sample_quality(args: argparse.Namespace, images, dataset: str | None) -> di
     return res
 
 
+def _gan_file(source: Path) -> Path | None:
+    """The GAN file (``save_gan`` format) that ``source`` names: the file itself, or
+    ``generator.pt`` in a ``train gan`` run directory; ``None`` otherwise."""
+    from dgm_ext.gan.gan import is_gan_file
+
+    path = source / "generator.pt" if source.is_dir() else source
+    return path if path.is_file() and is_gan_file(path) else None
+
+
+def _eval_gan(args: argparse.Namespace, path: Path) -> int:
+    """FID/KID/IS (default: all three) of ``--n`` samples of a GAN generator."""
+    import torch
+
+    from dgm_ext.gan import load_gan
+
+    model = load_gan(path, ops=args.ops)
+    torch.manual_seed(args.seed)
+    samples = model.sample(args.n)
+    dataset = args.dataset or ("cifar10" if model.config.image_shape[0] == 3 else "mnist")
+    res = {
+        "checkpoint": str(path),
+        "samples": f"{args.n} generator samples of z ~ N(0, I), seed {args.seed}",
+        "config": model.config.to_dict(),
+        "sample_quality": _sample_quality(args, samples, dataset),
+    }
+    return _report(res, args.json)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from dgm_ext.data import load_mnist
     from dgm_ext.vae import evaluate_elbo, evaluate_log_likelihood, load_vae
 
     spec = _data_spec(args.checkpoint)
     source = Path(args.checkpoint)
+    gan_file = _gan_file(source) if spec is None else None
+    if gan_file is not None:
+        return _eval_gan(args, gan_file)
     if spec is not None or (source.is_dir() and not (source / "model.pt").exists()):
         if spec is not None:
             images = _split_images(spec[0], spec[1], args.data_root, args.n)
@@ -401,6 +554,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         data_seed=args.data_seed,
         device=args.device,
         fresh=args.fresh,
+        extra={k: v for k, v in (("run", args.run), ("ema", args.ema)) if v is not None},
     )
     print(f"wall time {res['wall_time_s']:.1f} s")
     return 0
@@ -423,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list()
         _setup(args)
         if args.command == "train":
-            return _cmd_train_vae(args)
+            return _cmd_train_gan(args) if args.model == "gan" else _cmd_train_vae(args)
         if args.command == "eval":
             return _cmd_eval(args)
         return _cmd_reproduce(args)

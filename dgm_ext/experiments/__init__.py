@@ -27,13 +27,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ExperimentSpec:
-    """A registered experiment: its name, the module holding ``run``, a one-line summary and
-    whether its ``run`` uses ``ctx.checkpoint`` (``reproduce --checkpoint``)."""
+    """A registered experiment: its name, the module holding ``run``, a one-line summary,
+    whether its ``run`` uses ``ctx.checkpoint`` (``reproduce --checkpoint``) and which keys of
+    ``ctx.extra`` it reads (``reproduce --run`` / ``--ema``: ``"run"``, ``"ema"``)."""
 
     name: str
     module: str
     summary: str
     takes_checkpoint: bool = False
+    options: tuple[str, ...] = ()
 
     def load(self) -> Callable[[RunContext], dict]:
         """Import the module and return its ``run(ctx)`` function."""
@@ -44,13 +46,18 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {}
 
 
 def register(
-    name: str, module: str, summary: str, takes_checkpoint: bool = False
+    name: str,
+    module: str,
+    summary: str,
+    takes_checkpoint: bool = False,
+    options: tuple[str, ...] = (),
 ) -> ExperimentSpec:
     """Add an experiment to the registry (names must be unique). ``takes_checkpoint``: its
-    ``run`` reuses ``ctx.checkpoint``; other experiments refuse ``--checkpoint``."""
+    ``run`` reuses ``ctx.checkpoint``; other experiments refuse ``--checkpoint``.
+    ``options``: the ``ctx.extra`` keys it reads; :func:`run_experiment` refuses others."""
     if name in EXPERIMENTS and EXPERIMENTS[name].module != module:
         raise ValueError(f"name: experiment {name!r} is already registered")
-    spec = ExperimentSpec(name, module, summary, takes_checkpoint)
+    spec = ExperimentSpec(name, module, summary, takes_checkpoint, tuple(options))
     EXPERIMENTS[name] = spec
     return spec
 
@@ -100,4 +107,17 @@ register(
     "dirac-gan",
     "dgm_ext.experiments.dirac_gan",
     "Dirac-GAN grid {JSD, W1} x {none, R1, GP} x EMA: trajectories, convergence table",
+    options=("iterations", "seeds", "nonsaturating"),
+)
+register(
+    "gan-mnist",
+    "dgm_ext.experiments.gan_mnist",
+    "MLP GAN on MNIST (non-saturating JSD): grids, FID/KID over training, interpolation, modes",
+    options=("ema",),
+)
+register(
+    "cifar10-gan",
+    "dgm_ext.experiments.cifar10_gan",
+    "DCGAN on CIFAR-10: JSD/W1 with spectral norm or R1 (--run jsd-1..w1-3), IS/FID/KID",
+    options=("run", "ema"),
 )

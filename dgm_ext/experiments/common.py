@@ -292,6 +292,14 @@ def run_experiment(
             f"checkpoint: experiment {name!r} trains its own models and does not take "
             f"--checkpoint (experiments that do: {', '.join(able) or 'none'})"
         )
+    unknown = sorted(set(ctx.extra) - set(spec.options))
+    if unknown:
+        flags = ", ".join(f"--{k}" for k in unknown)
+        raise ValueError(
+            f"{flags}: experiment {name!r} does not take "
+            + ("this option" if len(unknown) == 1 else "these options")
+            + (f" (it takes: {', '.join('--' + o for o in spec.options)})" if spec.options else "")
+        )
     if ctx.checkpoint and not Path(ctx.checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint: no model file at {ctx.checkpoint}")
     if ctx.fresh and ctx.checkpoint and out_dir.resolve() in Path(ctx.checkpoint).resolve().parents:
