@@ -19,17 +19,24 @@ __all__ = ["image_grid", "plot_curves", "plot_image_rows", "save_image_grid", "s
 
 
 def image_grid(images: Tensor, nrow: int, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
-    """Tile ``(N, 1, H, W)`` (or ``(N, H, W)``) images in [0, 1] into one 2-D array."""
+    """Tile images in [0, 1] into one array: ``(N, 1, H, W)`` or ``(N, H, W)`` give a 2-D
+    (grey) array, ``(N, 3, H, W)`` an RGB array of shape ``(rows, cols, 3)``."""
     imgs = images.detach().float().cpu()
-    if imgs.ndim == 4:
+    rgb = imgs.ndim == 4 and imgs.shape[1] == 3
+    if rgb:
+        imgs = imgs.permute(0, 2, 3, 1)
+    elif imgs.ndim == 4:
         imgs = imgs[:, 0]
-    if imgs.ndim != 3:
-        raise ValueError(f"images must be (N, 1, H, W) or (N, H, W), got {tuple(images.shape)}")
+    if imgs.ndim != 3 + rgb:
+        raise ValueError(
+            f"images must be (N, 1, H, W), (N, 3, H, W) or (N, H, W), got {tuple(images.shape)}"
+        )
     if nrow < 1:
         raise ValueError(f"nrow must be >= 1, got {nrow}")
-    n, h, w = imgs.shape
+    n, h, w = imgs.shape[:3]
     ncol = int(np.ceil(n / nrow))
-    grid = np.full((nrow * (h + padding) + padding, ncol * (w + padding) + padding), pad_value)
+    shape = (nrow * (h + padding) + padding, ncol * (w + padding) + padding)
+    grid = np.full(shape + ((3,) if rgb else ()), pad_value)
     for k in range(n):
         r, c = divmod(k, ncol)
         y, x = padding + r * (h + padding), padding + c * (w + padding)
@@ -37,17 +44,26 @@ def image_grid(images: Tensor, nrow: int, padding: int = 2, pad_value: float = 1
     return grid
 
 
+def _show(ax: plt.Axes, grid: np.ndarray) -> None:
+    """``imshow`` of a grid from :func:`image_grid`: grey levels or RGB, both in [0, 1]."""
+    if grid.ndim == 3:
+        ax.imshow(grid, interpolation="nearest")
+    else:
+        ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+
+
 def save_image_grid(
     images: Tensor, path: str | Path, nrow: int, title: str | None = None, scale: float = 0.6
 ) -> Path:
-    """Save a grid of images as a PNG."""
+    """Save a grid of images as a PNG (grey ``(N, 1, H, W)`` / ``(N, H, W)`` or RGB
+    ``(N, 3, H, W)``, values in [0, 1])."""
     grid = image_grid(images, nrow)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = grid.shape
+    h, w = grid.shape[:2]
     width = max(2.0, scale * w / 30)
     fig, ax = plt.subplots(figsize=(width, max(2.0, scale * h / 30) + 0.6))
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    _show(ax, grid)
     ax.axis("off")
     if title:  # wrapped to the figure width
         ax.set_title("\n".join(textwrap.wrap(title, max(20, int(width * 13)))), fontsize=9)
