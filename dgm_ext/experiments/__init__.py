@@ -121,3 +121,9 @@ register(
     "DCGAN on CIFAR-10: JSD/W1 with spectral norm or R1 (--run jsd-1..w1-3), IS/FID/KID",
     options=("run", "ema"),
 )
+register(
+    "planar-2d",
+    "dgm_ext.experiments.planar_2d",
+    "planar flows K=2,8,32: ML on arcs/sine samples (NLL vs entropy), reverse KL to U1-U4",
+    options=("run", "steps", "workers"),
+)
