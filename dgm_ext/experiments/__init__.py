@@ -125,5 +125,5 @@ register(
     "planar-2d",
     "dgm_ext.experiments.planar_2d",
     "planar flows K=2,8,32: ML on arcs/sine samples (NLL vs entropy), reverse KL to U1-U4",
-    options=("run", "steps", "workers"),
+    options=("run", "steps"),
 )

@@ -15,13 +15,13 @@ steps, u, w ~ N(0, 0.01²), b = 0, a fresh batch every step.
 
 Figures: N(0, I) through single planar layers for several (u, w, b); the targets and their
 samples; for every (mode, target) the target and the fitted density heat-maps and samples
-for each K; the loss curves. Fits run on the CPU whatever ``ctx.device`` says (2-D batches of
-128: the per-step cost is launch overhead) with one thread each; ``workers`` processes run
-fits in parallel. Every fit is saved to ``fits/<mode>-<target>-K<k>/flow.pt`` and reused
-when the run is repeated into the same ``--out`` with the same settings.
+for each K; the loss curves. Fits run on the CPU whatever ``ctx.device`` says (2-D batches
+of 128: the per-step cost is launch overhead), one after the other with one thread. Every
+fit is saved to ``fits/<mode>-<target>-K<k>/flow.pt`` and reused when the run is repeated
+into the same ``--out`` with the same settings.
 
-Options (``ctx.extra``): ``steps`` (default 20 000; quick 200), ``workers`` (default 1),
-``run`` (comma-separated selection: ``ml``/``kl`` and/or target names, e.g. ``"ml"`` or
+Options (``ctx.extra``): ``steps`` (default 20 000; quick 200) and ``run`` (``reproduce
+--run``: a comma-separated selection of ``ml``/``kl`` and target names, e.g. ``"ml"`` or
 ``"kl,u3"``); ``ctx.k`` (``reproduce --k``) runs one flow length only. ``--quick``: 200
 steps, 5 000 evaluation samples, coarse heat-maps; numbers not comparable with full runs.
 """
@@ -32,9 +32,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -135,17 +133,6 @@ def _fit_path(out: Path, config: PlanarFitConfig) -> Path:
     return out / "fits" / config.name / "flow.pt"
 
 
-def _fit_one(config: PlanarFitConfig, path: str) -> str:
-    """Fit and save (a worker process: one thread; also called in-process)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        save_planar(fit_planar(config), path)
-    finally:
-        torch.set_num_threads(threads)
-    return path
-
-
 def _reusable(path: Path, config: PlanarFitConfig) -> FitResult | None:
     if not path.is_file():
         return None
@@ -156,9 +143,17 @@ def _reusable(path: Path, config: PlanarFitConfig) -> FitResult | None:
     return old if asdict(old.config) == asdict(config) else None
 
 
-def run_fits(ctx: RunContext, configs: list[PlanarFitConfig], workers: int) -> dict[str, FitResult]:
-    """Fit every config not already on disk (``workers`` processes); returns name -> result."""
+def run_fits(
+    ctx: RunContext, configs: list[PlanarFitConfig], failures: dict[str, str] | None = None
+) -> dict[str, FitResult]:
+    """Fit every config not already on disk, one after the other; returns name -> result.
+    A fit whose loss turns non-finite is left out and its message put in ``failures``.
+
+    Fits run in this process with one thread: running two fits in two processes on the
+    2-core development machine (shared with other jobs) took 2.5x longer than running them
+    one after the other, so there is no process pool."""
     results: dict[str, FitResult] = {}
+    failures = {} if failures is None else failures
     todo = []
     for c in configs:
         old = _reusable(_fit_path(ctx.out, c), c)
@@ -169,22 +164,19 @@ def run_fits(ctx: RunContext, configs: list[PlanarFitConfig], workers: int) -> d
     if results:
         ctx.log(f"reusing {len(results)} fit(s) found in {ctx.out / 'fits'} (same settings)")
     if todo:
-        ctx.log(f"fitting {len(todo)} flow(s), {todo[0].steps} steps each, {workers} worker(s)")
+        ctx.log(f"fitting {len(todo)} flow(s), {todo[0].steps} steps each")
     t0 = time.perf_counter()
-    if workers > 1 and len(todo) > 1:
-        # Longest fits first (K = 32, reverse KL) so the workers finish together.
-        todo.sort(key=lambda c: (-c.k, c.mode != "kl"))
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = {c.name: pool.submit(_fit_one, c, str(_fit_path(ctx.out, c))) for c in todo}
-            for c in todo:
-                futures[c.name].result()
-                results[c.name] = load_planar(_fit_path(ctx.out, c))
-                _log_fit(ctx, results[c.name], t0)
-    else:
-        for c in todo:
-            _fit_one(c, str(_fit_path(ctx.out, c)))
-            results[c.name] = load_planar(_fit_path(ctx.out, c))
-            _log_fit(ctx, results[c.name], t0)
+    for c in todo:
+        path = _fit_path(ctx.out, c)
+        try:
+            fitted = fit_planar(c)
+        except FloatingPointError as exc:  # recorded in the tables; the other fits go on
+            failures[c.name] = str(exc)
+            ctx.log(f"{c.name}: FAILED: {exc}")
+            continue
+        save_planar(fitted, path)
+        results[c.name] = load_planar(path)
+        _log_fit(ctx, results[c.name], t0)
     return results
 
 
@@ -446,9 +438,6 @@ def _checks(ml_rows: list[dict]) -> dict[str, dict]:
 def run(ctx: RunContext) -> dict:
     """Fit, evaluate and plot every selected planar flow; tables of NLL and KL."""
     configs = _selection(ctx)
-    workers = ctx.extra.get("workers", 1)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     if ctx.device not in (None, "cpu"):
         ctx.log(f"device {ctx.device}: planar-2d runs on the CPU (2-D batches of 128)")
     n_eval = 5000 if ctx.quick else 100_000
@@ -456,7 +445,7 @@ def run(ctx: RunContext) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run(ctx, configs, workers, n_eval, grid, n_samples)
+        return _run(ctx, configs, n_eval, grid, n_samples)
     finally:
         torch.set_num_threads(threads)
 
@@ -464,7 +453,6 @@ def run(ctx: RunContext) -> dict:
 def _run(
     ctx: RunContext,
     configs: list[PlanarFitConfig],
-    workers: int,
     n_eval: int,
     grid: int,
     n_samples: int,
@@ -482,7 +470,8 @@ def _run(
         for name, d in TARGETS.items()
     }
     ctx.log(f"quadrature of {len(targets)} targets: {time.perf_counter() - t0:.1f} s")
-    fits = run_fits(ctx, configs, workers)
+    failures: dict[str, str] = {}
+    fits = run_fits(ctx, configs, failures)
     fit_s = sum(r.seconds for r in fits.values())
 
     t1 = time.perf_counter()
@@ -515,6 +504,10 @@ def _run(
         tables.append(_ml_table(ml_rows, checks, steps, n_eval, quick_note))
     if kl_rows:
         tables.append(_kl_table(kl_rows, steps, n_eval, quick_note))
+    if failures:
+        tables.append(
+            Table("planar-2d: failed fits", ["fit", "error"], [list(f) for f in failures.items()])
+        )
     return {
         "_title": "planar-2d: planar flows on 2-D data and densities",
         "_tables": tables,
@@ -528,13 +521,13 @@ def _run(
             "eval_samples": n_eval,
             "wall": f"0.5*((|z1| - {STRIP:g})_+ / {WALL_SCALE:g})^2",
             "ops": ctx.ops,
-            "workers": workers,
             "threads_per_fit": 1,
         },
         "targets": targets,
         "ml": ml_rows,
         "kl": kl_rows,
         "checks": checks,
+        "failed": failures,
         "fit_s": fit_s,
         "eval_s": eval_s,
         "plot_s": plot_s,
