@@ -33,9 +33,25 @@ def planar_u_hat(u: Tensor, w: Tensor) -> Tensor:
     """The invertibility-preserving û of each layer (last dim = data dim): ``w·û > −1``.
 
     ``û = u + (m(w·u) − w·u) w / ‖w‖²``, ``m(a) = −1 + softplus(a)``; ``w = 0`` gives û = u.
+    In floating point ``−1 + softplus(a)`` rounds to exactly −1 (a folded, non-invertible
+    layer) below ``a ≈ −17`` in float32, and ``w·û`` computed from û carries a rounding error
+    of a few ``eps·‖w‖‖u‖``; so softplus is floored at ``8 eps (2 + ‖w‖‖u‖)``, which keeps the
+    computed ``1 + w·û`` positive and changes nothing where ``softplus(a)`` is larger.
     """
     wu = (w * u).sum(-1, keepdim=True)
-    m = -1.0 + nn.functional.softplus(wu)
+    eps = torch.finfo(wu.dtype).eps
+    floor = (
+        8.0
+        * eps
+        * (
+            2.0
+            + (
+                torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+                * torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+            ).detach()
+        )
+    )
+    m = -1.0 + torch.maximum(nn.functional.softplus(wu), floor)
     w_norm_sq = (w * w).sum(-1, keepdim=True).clamp_min(1e-12)
     return u + (m - wu) * w / w_norm_sq
 
