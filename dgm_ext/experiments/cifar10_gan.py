@@ -51,7 +51,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,9 +63,11 @@ from torch import Tensor, nn
 from dgm_ext.experiments.common import RunContext, Table
 from dgm_ext.experiments.gan_common import (
     GANTraining,
+    SampleQuality,
     eval_epochs,
     grid_epochs,
     plot_metric_and_fid,
+    train_seconds,
     using_ema,
 )
 from dgm_ext.gan import GAN, GANConfig
@@ -74,7 +76,6 @@ __all__ = [
     "DEFAULT_EMA",
     "PRESETS",
     "Preset",
-    "SampleQuality",
     "ema_decay",
     "parse_presets",
     "preset_config",
@@ -179,63 +180,6 @@ def preset_config(name: str, width: int = WIDTH) -> GANConfig:
 
 
 # --------------------------------------------------------------------------- sample quality
-class SampleQuality:
-    """IS, FID and KID of generated images against reference images in a feature space.
-
-    The reference features are extracted once, at construction: their mean and covariance
-    (for FID) and a fixed random subset of ``kid_reference`` of them (for KID) are kept; the
-    reference images' own Inception Score is ``reference_is``. Called as GANTraining's
-    ``evaluate(sample, epoch)``, it measures ``n`` images from ``sample(n)``.
-    """
-
-    def __init__(
-        self,
-        space: Any,
-        reference: Tensor,
-        n: int,
-        *,
-        kid_reference: int = KID_REFERENCE,
-        kid_subsets: int = KID_SUBSETS,
-        kid_subset_size: int = 1000,
-        is_splits: int = 10,
-        seed: int = 0,
-    ) -> None:
-        from dgm_ext.metrics import feature_statistics, inception_score
-
-        self.space, self.n = space, n
-        self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
-        self.is_splits = is_splits
-        feats, probs = space.extract(reference)
-        self.n_reference = int(feats.shape[0])
-        self.mu, self.sigma = feature_statistics(feats)
-        self.reference_is = inception_score(probs, splits=min(is_splits, probs.shape[0]))[0]
-        del probs
-        keep = torch.randperm(feats.shape[0], generator=torch.Generator().manual_seed(seed))
-        self.kid_features = feats[keep[:kid_reference]].clone()
-
-    def __call__(self, sample: Callable[[int], Tensor], epoch: int) -> dict[str, float]:
-        """Numbers of ``n`` images drawn by ``sample(n)``."""
-        return self.measure(sample(self.n))
-
-    def measure(self, images: Tensor) -> dict[str, float]:
-        """``is``, ``is_std``, ``fid``, ``kid``, ``kid_std`` of ``images`` in [0, 1]."""
-        from dgm_ext.metrics import frechet_distance, inception_score, kernel_inception_distance
-
-        feats, probs = self.space.extract(images)
-        size = min(self.kid_subset_size, feats.shape[0], self.kid_features.shape[0])
-        kid, kid_std = kernel_inception_distance(
-            feats, self.kid_features, subsets=self.kid_subsets, subset_size=size
-        )
-        is_mean, is_std = inception_score(probs, splits=min(self.is_splits, probs.shape[0]))
-        return {
-            "is": is_mean,
-            "is_std": is_std,
-            "fid": frechet_distance(feats, (self.mu, self.sigma)),
-            "kid": kid,
-            "kid_std": kid_std,
-        }
-
-
 class _StandInNet(nn.Module):
     """Random-weight net (quick runs only) on 32×32 RGB in [0, 1]: 64 features (mean and max
     of 32 conv channels) and 10 class probabilities from the 4×4 average colours."""
@@ -450,11 +394,6 @@ def _setup(ctx: RunContext) -> _Setup:
     return _Setup(train, test.images, space, n, kid_subsets, width, epochs, note)
 
 
-def _train_s(row: dict) -> float:
-    """Seconds of the epoch's training (the trainer's ``time_s`` includes the evaluation)."""
-    return row["time_s"] - row.get("eval_s", 0.0) - row.get("grid_s", 0.0)
-
-
 def _run_preset(
     ctx: RunContext, name: str, setup: _Setup, quality: SampleQuality, ema: float | None
 ) -> dict[str, Any]:
@@ -501,7 +440,7 @@ def _run_preset(
         "best_fid_epoch": best.get("epoch"),
         "reference_is": preset.reference_is,
         "reference_fid": preset.reference_fid,
-        "seconds_per_epoch": float(np.mean([_train_s(r) for r in rows])) if rows else nan,
+        "seconds_per_epoch": float(np.mean([train_seconds(r) for r in rows])) if rows else nan,
         "metric": metric,
         "evaluations": [{k: r[k] for k in keys if k in r} for r in evaluated],
     }
@@ -532,8 +471,8 @@ def run(ctx: RunContext) -> dict:
     )
     t0 = time.perf_counter()
     quality = SampleQuality(
-        setup.space, setup.train.images, setup.n_samples, kid_subsets=setup.kid_subsets,
-        seed=ctx.seed,
+        setup.space, setup.train.images, setup.n_samples, kid_reference=KID_REFERENCE,
+        kid_subsets=setup.kid_subsets, seed=ctx.seed,
     )  # fmt: skip
     save_stats(ctx.path("reference-stats.npz"), quality.mu, quality.sigma)
     floor = quality.measure(setup.test)

@@ -24,6 +24,7 @@ __all__ = [
     "grid_epochs",
     "plot_metric_and_fid",
     "spearman",
+    "train_seconds",
     "using_ema",
 ]
 
@@ -44,36 +45,60 @@ def grid_epochs(epochs: int) -> list[int]:
 
 
 class SampleQuality:
-    """FID / KID / IS of generated images against fixed reference images in one feature
-    space (the MNIST classifier, Inception-v3); the reference features are computed once.
+    """IS, FID and KID of generated images against reference images in a feature space.
 
-    Called as the per-epoch ``evaluate(sample, epoch)`` of :class:`GANTraining`: draws ``n``
-    images with ``sample(n)``. KID: 100 subsets of ``min(1000, n, n_ref)`` images.
+    The reference features are extracted once, at construction: their mean and covariance
+    (for FID) and a fixed random subset of ``kid_reference`` of them (for KID) are kept; the
+    reference images' own Inception Score is ``reference_is``. Called as GANTraining's
+    ``evaluate(sample, epoch)``, it measures ``n`` images from ``sample(n)``.
+    ``kid_reference=None`` keeps every reference feature for KID.
     """
 
-    def __init__(self, space: Any, reference: Tensor, n: int) -> None:
+    def __init__(
+        self,
+        space: Any,
+        reference: Tensor,
+        n: int,
+        *,
+        kid_reference: int | None = None,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        is_splits: int = 10,
+        seed: int = 0,
+    ) -> None:
+        from dgm_ext.metrics import feature_statistics, inception_score
+
         self.space, self.n = space, n
-        self.ref_feats, _ = space.extract(reference)
+        self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
+        self.is_splits = is_splits
+        feats, probs = space.extract(reference)
+        self.n_reference = int(feats.shape[0])
+        self.mu, self.sigma = feature_statistics(feats)
+        self.reference_is = inception_score(probs, splits=min(is_splits, probs.shape[0]))[0]
+        del probs
+        keep = torch.randperm(feats.shape[0], generator=torch.Generator().manual_seed(seed))
+        self.kid_features = feats[keep[:kid_reference]].clone() if kid_reference else feats
 
     def __call__(self, sample: Callable[[int], Tensor], epoch: int) -> dict[str, float]:
-        """Numbers of ``n`` images from ``sample(n)``."""
+        """Numbers of ``n`` images drawn by ``sample(n)``."""
         return self.measure(sample(self.n))
 
     def measure(self, images: Tensor) -> dict[str, float]:
-        """FID, KID (mean, std over subsets) and IS of ``images`` in [0, 1]."""
+        """``is``, ``is_std``, ``fid``, ``kid``, ``kid_std`` of ``images`` in [0, 1]."""
         from dgm_ext.metrics import frechet_distance, inception_score, kernel_inception_distance
 
         feats, probs = self.space.extract(images)
-        size = min(1000, feats.shape[0], self.ref_feats.shape[0])
+        size = min(self.kid_subset_size, feats.shape[0], self.kid_features.shape[0])
         kid, kid_std = kernel_inception_distance(
-            feats, self.ref_feats, subsets=100, subset_size=size
+            feats, self.kid_features, subsets=self.kid_subsets, subset_size=size
         )
-        is_mean, _ = inception_score(probs, splits=min(10, probs.shape[0]))
+        is_mean, is_std = inception_score(probs, splits=min(self.is_splits, probs.shape[0]))
         return {
-            "fid": frechet_distance(feats, self.ref_feats),
+            "is": is_mean,
+            "is_std": is_std,
+            "fid": frechet_distance(feats, (self.mu, self.sigma)),
             "kid": kid,
             "kid_std": kid_std,
-            "is": is_mean,
         }
 
     def probs(self, images: Tensor) -> Tensor:
@@ -207,6 +232,12 @@ def fit_gan(ctx: RunContext, model: GAN, train_set: Any, run_dir: Path, **kw: An
     run = GANTraining(ctx, model, run_dir, **kw)
     run.rows = run.fit(train_set)
     return run
+
+
+def train_seconds(row: Mapping[str, float]) -> float:
+    """Seconds of an epoch's training: the trainer's ``time_s`` minus the evaluation and grid
+    time that :class:`GANTraining` records in the same row."""
+    return row["time_s"] - row.get("eval_s", 0.0) - row.get("grid_s", 0.0)
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:

@@ -32,6 +32,7 @@ from dgm_ext.experiments.gan_common import (
     grid_epochs,
     plot_metric_and_fid,
     spearman,
+    train_seconds,
     using_ema,
 )
 from dgm_ext.gan import GAN, GANConfig
@@ -139,7 +140,7 @@ def run(ctx: RunContext) -> dict:
     _class_histogram(hist, figs / "class_histogram.png", n_samples, confident)
 
     table_rows = [
-        [r["epoch"], r[metric], r["fid"], r["kid"], r["kid_std"], r["is"], _train_s(r)]
+        [r["epoch"], r[metric], r["fid"], r["kid"], r["kid_std"], r["is"], train_seconds(r)]
         for r in evaluated
     ]
     table_rows.append(["floor: train vs test images", "", floor["fid"], floor["kid"],
@@ -176,11 +177,11 @@ def run(ctx: RunContext) -> dict:
         "_tables": tables,
         "epochs": rows[-1]["epoch"],
         "parameters": params,
-        "seconds_per_epoch": float(np.mean([_train_s(r) for r in rows])),
+        "seconds_per_epoch": float(np.mean([train_seconds(r) for r in rows])),
         "evaluations": [
             {
                 **{k: r[k] for k in ("epoch", metric, "fid", "kid", "kid_std", "is")},
-                "train_s": _train_s(r),
+                "train_s": train_seconds(r),
                 "eval_s": r["eval_s"],
             }
             for r in evaluated
@@ -193,11 +194,6 @@ def run(ctx: RunContext) -> dict:
         "interpolation_labels": interp_labels,
         "feature_net": f"{space.name} ({space.layer}, {space.width}-d)",
     }
-
-
-def _train_s(row: dict) -> float:
-    """Seconds of the epoch's training (the trainer's ``time_s`` includes the evaluation)."""
-    return row["time_s"] - row.get("eval_s", 0.0) - row.get("grid_s", 0.0)
 
 
 def _class_histogram(hist: list[int], path: Any, n: int, confident: float) -> None:
