@@ -386,6 +386,21 @@ def test_fit_lowers_the_loss_and_fused_matches_reference():
     assert ml.curve_loss[-1] < ml.curve_loss[0] - 0.2
 
 
+@pytest.mark.parametrize("mode, target", [("ml", "arcs"), ("kl", "u3")])
+def test_training_loss_is_the_nll_and_the_reverse_kl_objective(mode, target):
+    """With a learning rate too small to move the parameters, the mean training loss over
+    the steps estimates the initial flow's NLL (ml) or E_q[log q + U] = KL − log Z (kl)."""
+    cfg = PlanarFitConfig(mode, target, 3, steps=100, log_every=100, lr=1e-30, init_scale=0.5)
+    fit = fit_planar(cfg)
+    flow = cfg.build()  # the same initial parameters
+    torch.testing.assert_close(fit.flow.u, flow.u, rtol=0, atol=1e-20)
+    torch.manual_seed(0)
+    ev = evaluate_nll(flow, target, n=50_000) if mode == "ml" else evaluate_kl(flow, target, 50_000)
+    want = ev["nll"] if mode == "ml" else ev["expectation"]
+    # 12 800 training samples: SE about 1.6 x the evaluation's; 5 combined SE
+    assert fit.final_loss == pytest.approx(want, abs=5 * ev["se"] * math.sqrt(1 + 50_000 / 12_800))
+
+
 def test_save_and_load_round_trip(tmp_path):
     r = fit_planar(PlanarFitConfig("ml", "arcs", 3, steps=5, log_every=1))
     path = save_planar(r, tmp_path / "f" / "flow.pt")
