@@ -128,6 +128,17 @@ def _planar():
     return [_r(n, 2), _r(k, 2) * 0.1, _r(k, 2), _r(k) * 0.1], [True, True, True, True]
 
 
+def _planar_rows(k: int):
+    # The amortised flow posterior of the VAE (SPEC §3 vae-elbo sizes): one sample of a batch
+    # of 64 examples, latent L = 100, K per-example planar layers.
+    def make():
+        n, d, kk = _s(64, 8), _s(100, 16), _s(k, 2)
+        args = [_r(n, d), _r(n, kk, d) * 0.1, _r(n, kk, d) * 0.1, _r(n, kk) * 0.1]
+        return args, [True, True, True, True]
+
+    return make
+
+
 CASES = [
     Case("bernoulli 200x100x784 (IS)", "bernoulli_log_prob", _bern_is),
     Case("bernoulli 20000x784", "bernoulli_log_prob", _bern(20000)),
@@ -140,6 +151,8 @@ CASES = [
     Case("reparameterize 20000x100", "reparameterize", _reparam),
     Case("affine_coupling 256x1x28x28", "affine_coupling", _coupling),
     Case("planar_flow 65536x2 K=32", "planar_flow", _planar),
+    Case("planar_flow_rows 64x100 K=10", "planar_flow_rows", _planar_rows(10)),
+    Case("planar_flow_rows 64x100 K=40", "planar_flow_rows", _planar_rows(40)),
 ]
 
 # torch.compile of the references, one compiled function per (case, device): each case's sizes

@@ -52,6 +52,14 @@ TORCH_LIBRARY(dgm_ext, m) {
   m.def(
       "planar_flow_backward(Tensor grad_z, Tensor grad_logdet, Tensor z_out, Tensor act,"
       " Tensor u, Tensor w, Tensor b) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Per-row parameters: z (*S, N, d), u and w (N, K, d), b (N, K), shared over *S. Returns
+  // (z_K, logdet (*S, N), activations h (*S, N, K)); the backward sums the parameter
+  // gradients over *S.
+  m.def(
+      "planar_flow_rows(Tensor z, Tensor u, Tensor w, Tensor b) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "planar_flow_rows_backward(Tensor grad_z, Tensor grad_logdet, Tensor z_out, Tensor act,"
+      " Tensor u, Tensor w, Tensor b, bool[4] needs) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 namespace py = pybind11;

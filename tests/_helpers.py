@@ -347,6 +347,46 @@ def sample_inputs_planar_flow(device, dtype, requires_grad) -> Iterator[Sample]:
     yield Sample("no_layers", (m.randn(3, 2), small(0, 2), small(0, 2), small(0)))
 
 
+def sample_inputs_planar_flow_rows(device, dtype, requires_grad) -> Iterator[Sample]:
+    # z (*S, N, d); u, w (N, K, d); b (N, K). |u·w| small as for planar_flow.
+    m = _Maker(device, dtype, requires_grad)
+
+    def small(*shape, rg=None):
+        return m.randn(*shape, scale=0.4, rg=rg)
+
+    def params(n, k, d):
+        return small(n, k, d), small(n, k, d), small(n, k)
+
+    yield Sample("plain", (m.randn(4, 3), *params(4, 2, 3)))
+    yield Sample("samples", (m.randn(3, 4, 3), *params(4, 2, 3)))
+    yield Sample("samples_2d", (m.randn(2, 3, 4, 3), *params(4, 3, 3)))
+    yield Sample("one_layer", (m.randn(2, 5, 2), *params(5, 1, 2)))
+    yield Sample("d1_k3", (m.randn(2, 6, 1), *params(6, 3, 1)))
+    yield Sample("one_row", (m.randn(5, 1, 4), *params(1, 2, 4)))
+    yield Sample(
+        "transposed",
+        (
+            m.transposed(m.randn, 2, 4, 3),  # (2, 4, 3) made as (2, 3, 4)
+            m.transposed(small, 4, 2, 3),
+            small(4, 2, 3),
+            m.transposed(small, 4, 2),
+        ),
+    )
+    yield Sample(
+        "sliced",
+        (m.sliced(m.randn, 2, 4, 3), small(4, 2, 3), m.sliced(small, 4, 2, 3), small(4, 2)),
+    )
+    yield Sample(
+        "expanded_z",  # one z row block shared by every sample (stride 0 over S)
+        (m.expanded(m.randn, 3, 4, 3), *params(4, 2, 3)),
+        grad_ok=False,
+    )
+    yield Sample("empty_batch", (m.randn(0, 4, 3), *params(4, 2, 3)))
+    yield Sample("empty_rows", (m.randn(2, 0, 3), *params(0, 2, 3)))
+    yield Sample("no_layers", (m.randn(2, 3, 2), *params(3, 0, 2)))
+    yield Sample("empty_D", (m.randn(2, 3, 0), *params(3, 2, 0)))
+
+
 SAMPLES: dict[str, Callable[..., Iterator[Sample]]] = {
     "bernoulli_log_prob": sample_inputs_bernoulli_log_prob,
     "gaussian_log_prob": sample_inputs_gaussian_log_prob,
@@ -357,6 +397,7 @@ SAMPLES: dict[str, Callable[..., Iterator[Sample]]] = {
     "reparameterize": sample_inputs_reparameterize,
     "affine_coupling": sample_inputs_affine_coupling,
     "planar_flow": sample_inputs_planar_flow,
+    "planar_flow_rows": sample_inputs_planar_flow_rows,
 }
 OP_NAMES = list(SAMPLES)
 
@@ -402,7 +443,7 @@ def grads_of(fn: Callable, s: Sample) -> tuple[tuple[torch.Tensor, ...], list]:
 
 # ------------------------------------------------------------------------------ ISA payload
 def isa_payload() -> dict[str, torch.Tensor]:
-    """All nine ops (forward + backward) on fixed inputs in float32 and float64, CPU.
+    """Every op (forward + backward) on fixed inputs in float32 and float64, CPU.
 
     Run in-process and in a subprocess with ``DGM_EXT_CPU_ISA=default`` to compare the AVX2
     and portable kernel tables. Shapes are large enough (D = 37) to hit both the vector body
@@ -475,6 +516,13 @@ def _payload_special(name: str, dtype) -> list:
             r(5, 19, scale=0.2).requires_grad_(),
             r(5, 19, scale=0.2).requires_grad_(),
             r(5, scale=0.3).requires_grad_(),
+        ]
+    if name == "planar_flow_rows":
+        return [
+            r(3, 11, 19).requires_grad_(),  # 3 samples of 11 rows, d = 19: vector body + tail
+            r(11, 5, 19, scale=0.2).requires_grad_(),
+            r(11, 5, 19, scale=0.2).requires_grad_(),
+            r(11, 5, scale=0.3).requires_grad_(),
         ]
     raise KeyError(name)
 

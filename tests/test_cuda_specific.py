@@ -49,6 +49,15 @@ def _inputs(op: str, device, dtype=torch.float32, n: int = 64, d: int = 784, see
             r(k, min(d, 16), lo=-0.5, hi=0.5),
             r(k, lo=-0.5, hi=0.5),
         ]
+    elif op == "planar_flow_rows":
+        # the VAE flow posterior's shape: 2 samples of n rows, d <= 100, K = 10
+        k, dd = 10, min(d, 100)
+        args = [
+            r(2, n, dd),
+            r(n, k, dd, lo=-0.1, hi=0.1),
+            r(n, k, dd, lo=-0.1, hi=0.1),
+            r(n, k, lo=-0.5, hi=0.5),
+        ]
     else:
         raise AssertionError(op)
     out = []
@@ -76,6 +85,7 @@ FLOAT_OPS = [
     "reparameterize",
     "affine_coupling",
     "planar_flow",
+    "planar_flow_rows",
 ]
 
 
@@ -244,6 +254,53 @@ def test_planar_too_large_dim_raises():
     u = torch.zeros(1, 1025, device="cuda")
     with pytest.raises(ValueError, match="at most"):
         ops.planar_flow(z, u, u, torch.zeros(1, device="cuda"))
+
+
+def test_planar_rows_param_grads_deterministic_many_samples():
+    # 4096 samples of 3 rows: many sample blocks in the two-stage parameter-gradient reduction.
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(4096, 3, 5, generator=g).cuda()
+    u = (torch.randn(3, 6, 5, generator=g) * 0.3).cuda().requires_grad_(True)
+    w = (torch.randn(3, 6, 5, generator=g) * 0.3).cuda().requires_grad_(True)
+    b = (torch.randn(3, 6, generator=g) * 0.3).cuda().requires_grad_(True)
+
+    def grads():
+        zk, ld = ops.planar_flow_rows(z, u, w, b)
+        return torch.autograd.grad(zk.square().sum() + ld.sum(), (u, w, b))
+
+    ref = grads()
+    for _ in range(3):
+        for a, c in zip(ref, grads(), strict=True):
+            assert torch.equal(a, c)
+    cpu = [t.detach().cpu().double().requires_grad_(True) for t in (u, w, b)]
+    zk, ld = ops.planar_flow_rows(z.cpu().double(), *cpu)
+    exp = torch.autograd.grad(zk.square().sum() + ld.sum(), cpu)
+    for a, e in zip(ref, exp, strict=True):
+        torch.testing.assert_close(a.cpu().double(), e, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("d", [1, 3, 64, 100, 129, 784])
+def test_planar_rows_dims_match_cpu(d):
+    g = torch.Generator().manual_seed(d)
+    z = torch.randn(3, 50, d, generator=g, dtype=torch.float64)
+    u = torch.randn(50, 4, d, generator=g, dtype=torch.float64) * 0.2
+    w = torch.randn(50, 4, d, generator=g, dtype=torch.float64) * 0.2
+    b = torch.randn(50, 4, generator=g, dtype=torch.float64) * 0.2
+    res = {}
+    for dev in ("cpu", "cuda"):
+        args = [t.to(dev).requires_grad_(True) for t in (z, u, w, b)]
+        zk, ld = ops.planar_flow_rows(*args)
+        grads = torch.autograd.grad(zk.sin().sum() + ld.sum(), args)
+        res[dev] = [zk, ld, *grads]
+    for a, c in zip(res["cuda"], res["cpu"], strict=True):
+        torch.testing.assert_close(a.detach().cpu(), c.detach(), rtol=1e-10, atol=1e-10)
+
+
+def test_planar_rows_too_large_dim_raises():
+    z = torch.randn(2, 1025, device="cuda")
+    u = torch.zeros(2, 1, 1025, device="cuda")
+    with pytest.raises(ValueError, match="at most"):
+        ops.planar_flow_rows(z, u, u, torch.zeros(2, 1, device="cuda"))
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")

@@ -1,4 +1,4 @@
-"""Tests shared by all nine ops, driven by the per-op ``sample_inputs`` of ``_helpers``.
+"""Tests shared by all the ops, driven by the per-op ``sample_inputs`` of ``_helpers``.
 
 Values against independent references (torch.distributions / closed forms / autograd
 Jacobians) and against ``dgm_ext.ops.reference``; float64 gradcheck; float32 gradient
@@ -114,6 +114,21 @@ def _ind_planar(z, u, w, b):
     return zk, torch.linalg.slogdet(jac).logabsdet
 
 
+def _ind_planar_rows(z, u, w, b):
+    """Row i of every sample through u[i], w[i], b[i] by the plain recursion; logdet = log|det|
+    of the autograd Jacobian of each row."""
+    n, d = z.shape[-2], z.shape[-1]
+    if z.numel() == 0:
+        return z.clone(), z.new_zeros(z.shape[:-1])
+    flat = z.reshape(-1, n, d)
+    zk = torch.stack(
+        [torch.stack([_planar_row(zs[i], u[i], w[i], b[i]) for i in range(n)]) for zs in flat]
+    )
+    per_row = torch.func.vmap(torch.func.jacrev(_planar_row))  # over the N parameter rows
+    jac = torch.func.vmap(per_row, in_dims=(0, None, None, None))(flat, u, w, b)
+    return zk.reshape(z.shape), torch.linalg.slogdet(jac).logabsdet.reshape(z.shape[:-1])
+
+
 INDEPENDENT = {
     "bernoulli_log_prob": _ind_bernoulli,
     "gaussian_log_prob": _ind_gaussian,
@@ -124,6 +139,7 @@ INDEPENDENT = {
     "reparameterize": _ind_reparam,
     "affine_coupling": _ind_coupling,
     "planar_flow": _ind_planar,
+    "planar_flow_rows": _ind_planar_rows,
 }
 
 
@@ -185,6 +201,9 @@ def test_output_shapes(name):
         elif name in ("affine_coupling", "planar_flow"):
             assert outs[0].shape == s.args[0].shape, s
             assert outs[1].shape == s.args[0].shape[:1], s
+        elif name == "planar_flow_rows":  # z (*S, N, d) -> z_K (*S, N, d), logdet (*S, N)
+            assert outs[0].shape == s.args[0].shape, s
+            assert outs[1].shape == s.args[0].shape[:-1], s
         else:
             full = torch.broadcast_shapes(*(t.shape for t in tensors))
             assert outs[0].shape == full[:-1], s
@@ -297,6 +316,8 @@ _OPCHECK_DESCS = {
     "image_checker_rev",
     "image_channel_bcast_fwd",
     "no_layers",
+    "samples",
+    "samples_2d",
 }
 
 
@@ -331,6 +352,9 @@ def _backward_args(name, s: Sample, needs_pattern=None):
         return (like(fwd[0]), args[0], args[1], fwd[1])
     if name == "planar_flow":
         return (like(fwd[0]), like(fwd[1]), fwd[0], fwd[2], *args[1:])
+    if name == "planar_flow_rows":
+        needs = list(needs_pattern or [True] * 4)[:4]
+        return (like(fwd[0]), like(fwd[1]), fwd[0], fwd[2], *args[1:], needs)
     if name == "affine_coupling":
         needs = (needs_pattern or [True, True, True])[:3]
         return (like(fwd[0]), like(fwd[1]), *args[:5], needs)

@@ -211,6 +211,80 @@ CASES = [
         "'u'",
     ),
     ("planar_int_z", "planar_flow", (idx(5, 3), r(2, 3), r(2, 3), r(2)), {}, TypeError, "'z'"),
+    # per-row planar: z (*S, N, d), u and w (N, K, d), b (N, K)
+    (
+        "rows_u_n",
+        "planar_flow_rows",
+        (r(2, 5, 3), r(4, 2, 3), r(4, 2, 3), r(4, 2)),
+        {},
+        ValueError,
+        "'u'",
+    ),
+    (
+        "rows_u_d",
+        "planar_flow_rows",
+        (r(2, 5, 3), r(5, 2, 4), r(5, 2, 4), r(5, 2)),
+        {},
+        ValueError,
+        "'u'",
+    ),
+    ("rows_u_shared", "planar_flow_rows", (r(5, 3), r(2, 3), r(2, 3), r(2)), {}, ValueError, "'u'"),
+    (
+        "rows_w_shape",
+        "planar_flow_rows",
+        (r(5, 3), r(5, 2, 3), r(5, 3, 3), r(5, 2)),
+        {},
+        ValueError,
+        "'w'",
+    ),
+    (
+        "rows_b_shape",
+        "planar_flow_rows",
+        (r(5, 3), r(5, 2, 3), r(5, 2, 3), r(2)),
+        {},
+        ValueError,
+        "'b'",
+    ),
+    (
+        "rows_b_k_shape",
+        "planar_flow_rows",
+        (r(5, 3), r(5, 2, 3), r(5, 2, 3), r(5, 3)),
+        {},
+        ValueError,
+        "'b'",
+    ),
+    (
+        "rows_z_1d",
+        "planar_flow_rows",
+        (r(3), r(1, 2, 3), r(1, 2, 3), r(1, 2)),
+        {},
+        ValueError,
+        "'z'",
+    ),
+    (
+        "rows_f64_w",
+        "planar_flow_rows",
+        (r(5, 3), r(5, 2, 3), r(5, 2, 3, dtype=f64), r(5, 2)),
+        {},
+        TypeError,
+        "'w'",
+    ),
+    (
+        "rows_int_z",
+        "planar_flow_rows",
+        (idx(5, 3), r(5, 2, 3), r(5, 2, 3), r(5, 2)),
+        {},
+        TypeError,
+        "'z'",
+    ),
+    (
+        "rows_int_b",
+        "planar_flow_rows",
+        (r(5, 3), r(5, 2, 3), r(5, 2, 3), idx(5, 2)),
+        {},
+        TypeError,
+        "'b'",
+    ),
 ]
 
 
@@ -336,6 +410,49 @@ def test_planar_backward_wrong_u_shape_raises():
         )
 
 
+def _rows_backward_args(**bad):
+    z, u, w, b = r(2, 5, 3), r(5, 2, 3) * 0.3, r(5, 2, 3) * 0.3, r(5, 2) * 0.3
+    z_out, logdet, act = LIB.planar_flow_rows(z, u, w, b)
+    kw = {"grad_z": torch.ones_like(z_out), "grad_logdet": torch.ones_like(logdet), "act": act}
+    kw.update(z_out=z_out, u=u, w=w, b=b)
+    for name, fn in bad.items():
+        kw[name] = fn(kw[name])
+    order = ("grad_z", "grad_logdet", "z_out", "act", "u", "w", "b")
+    return [kw[k] for k in order] + [[True] * 4]
+
+
+@pytest.mark.parametrize(
+    "bad,exc,arg",
+    [
+        ("act", ValueError, "'act'"),
+        ("grad_z", ValueError, "'grad_z'"),
+        ("grad_logdet", ValueError, "'grad_logdet'"),
+        ("u", ValueError, "'u'"),
+        ("b", ValueError, "'b'"),
+    ],
+)
+def test_planar_rows_backward_wrong_shapes_raise(bad, exc, arg):
+    """Each tensor of the backward op cut short along its last dimension: the real and the fake
+    kernel raise the same message naming it."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    args = _rows_backward_args(**{bad: lambda t: t[..., :-1]})
+    with pytest.raises(exc, match=arg) as real:
+        LIB.planar_flow_rows_backward(*args)
+    with FakeTensorMode() as mode:
+        fargs = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        with pytest.raises(exc, match=arg) as fake:
+            LIB.planar_flow_rows_backward(*fargs)
+    assert str(fake.value) == str(real.value)
+
+
+@pytest.mark.parametrize("bad", ["grad_z", "grad_logdet", "act", "b"])
+def test_planar_rows_backward_dtype_mismatch_raises(bad):
+    args = _rows_backward_args(**{bad: lambda t: t.double()})
+    with pytest.raises(TypeError, match=f"'{bad}'"):
+        LIB.planar_flow_rows_backward(*args)
+
+
 def test_categorical_index_check_sees_broadcast_and_strided_x():
     """An out-of-range index hidden in a non-contiguous / broadcast x is still caught."""
     logits = r(3, 4, 5)
@@ -356,6 +473,8 @@ def _valid_args(name: str, dtype=f32) -> tuple[list, dict]:
         return [r(2, 4, dtype=dtype), r(2, 4, dtype=dtype), r(2, 4, dtype=dtype), u01(4)], {}
     if name == "planar_flow":
         return [r(5, 3, dtype=dtype), r(2, 3, dtype=dtype), r(2, 3, dtype=dtype), r(2)], {}
+    if name == "planar_flow_rows":
+        return [r(2, 5, 3, dtype=dtype), r(5, 2, 3, dtype=dtype), r(5, 2, 3), r(5, 2)], {}
     n = {
         "bernoulli_log_prob": 2,
         "gaussian_log_prob": 3,
@@ -377,6 +496,7 @@ _ARG_NAMES = {
     "reparameterize": ("mu", "logvar", "eps"),
     "affine_coupling": ("x", "s", "t", "mask"),
     "planar_flow": ("z", "u", "w", "b"),
+    "planar_flow_rows": ("z", "u", "w", "b"),
 }
 _OPS = list(_ARG_NAMES)
 

@@ -58,6 +58,53 @@ ERROR_CASES = [
     ("planar_b_len", "planar_flow", (r(5, 3), r(2, 3), r(2, 3), r(3)), ValueError, "b"),
     ("planar_b_2d", "planar_flow", (r(5, 3), r(2, 3), r(2, 3), r(2, 1)), ValueError, "b"),
     ("planar_b_k", "planar_flow", (r(5, 4), r(3, 4), r(3, 4), r(4)), ValueError, "b"),
+    (
+        "rows_f64_w",
+        "planar_flow_rows",
+        (r(2, 5, 3), r(5, 2, 3), r(5, 2, 3, dtype=f64), r(5, 2)),
+        TypeError,
+        "w",
+    ),
+    (
+        "rows_int_b",
+        "planar_flow_rows",
+        (r(2, 5, 3), r(5, 2, 3), r(5, 2, 3), idx(5, 2)),
+        TypeError,
+        "b",
+    ),
+    (
+        "rows_int_z",
+        "planar_flow_rows",
+        (idx(2, 5, 3), r(5, 2, 3), r(5, 2, 3), r(5, 2)),
+        TypeError,
+        "z",
+    ),
+    ("rows_z_1d", "planar_flow_rows", (r(3), r(1, 2, 3), r(1, 2, 3), r(1, 2)), ValueError, "z"),
+    (
+        "rows_u_n",
+        "planar_flow_rows",
+        (r(2, 5, 3), r(4, 2, 3), r(4, 2, 3), r(4, 2)),
+        ValueError,
+        "u",
+    ),
+    (
+        "rows_u_d",
+        "planar_flow_rows",
+        (r(2, 5, 3), r(5, 2, 4), r(5, 2, 4), r(5, 2)),
+        ValueError,
+        "u",
+    ),
+    ("rows_u_2d", "planar_flow_rows", (r(5, 3), r(2, 3), r(2, 3), r(2)), ValueError, "u"),
+    (
+        "rows_w_shape",
+        "planar_flow_rows",
+        (r(5, 3), r(5, 2, 3), r(5, 3, 3), r(5, 2)),
+        ValueError,
+        "w",
+    ),
+    ("rows_b_1d", "planar_flow_rows", (r(5, 3), r(5, 2, 3), r(5, 2, 3), r(2)), ValueError, "b"),
+    ("rows_b_k", "planar_flow_rows", (r(5, 3), r(5, 2, 3), r(5, 2, 3), r(5, 3)), ValueError, "b"),
+    ("rows_b_n", "planar_flow_rows", (r(5, 3), r(5, 2, 3), r(5, 2, 3), r(4, 2)), ValueError, "b"),
     ("cat_int_logits", "categorical_log_prob", (idx(2, 3, 4), idx(2, 3)), TypeError, "logits"),
     ("cat_float_x", "categorical_log_prob", (r(2, 3, 4), r(2, 3)), TypeError, "x"),
     ("cat_1d_logits", "categorical_log_prob", (r(4), idx(4)), ValueError, "logits"),
@@ -126,12 +173,37 @@ def test_fake_planar_shapes_match_cpu(run):
     )
 
 
+@pytest.mark.parametrize("run", [_call_fake, _call_meta], ids=["fake", "meta"])
+@pytest.mark.parametrize(
+    "z,n,k,d",
+    [
+        pytest.param((4, 3), 4, 2, 3, id="no_samples"),
+        pytest.param((2, 3, 4, 3), 4, 2, 3, id="samples_2d"),
+        pytest.param((0, 4, 3), 4, 2, 3, id="empty_samples"),
+        pytest.param((2, 3, 2), 3, 0, 2, id="no_layers"),
+    ],
+)
+@pytest.mark.parametrize("needs", [[True] * 4, [False, True, False, True]], ids=["all", "uw"])
+def test_fake_planar_rows_shapes_match_cpu(run, z, n, k, d, needs):
+    args = (r(*z), r(n, k, d) * 0.3, r(n, k, d) * 0.3, r(n, k))
+    real = _call_real("planar_flow_rows", args)
+    assert _shapes(run("planar_flow_rows", args)) == _shapes(real)
+    z_out, logdet, act = real
+    bwd = (torch.ones_like(z_out), torch.ones_like(logdet), z_out, act, *args[1:], needs)
+    assert _shapes(run("planar_flow_rows_backward", bwd)) == _shapes(
+        _call_real("planar_flow_rows_backward", bwd)
+    )
+
+
 @pytest.mark.parametrize(
     "name,args,moved,arg",
     [
         pytest.param("categorical_log_prob", (r(2, 3, 4), idx(2, 3)), 1, "x", id="cat_x"),
         pytest.param("categorical_log_prob", (r(2, 3, 4), idx(2, 3)), 0, "x", id="cat_logits"),
         pytest.param("planar_flow", (r(5, 3), r(2, 3), r(2, 3), r(2)), 2, "w", id="planar_w"),
+        pytest.param(
+            "planar_flow_rows", (r(2, 5, 3), r(5, 2, 3), r(5, 2, 3), r(5, 2)), 3, "b", id="rows_b"
+        ),
     ],
 )
 def test_fake_device_mix_message_names_the_op(name, args, moved, arg):

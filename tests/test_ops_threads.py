@@ -4,7 +4,8 @@ several parallel chunks, against the pure-PyTorch reference, at 2 threads.
 The CPU kernels split rows over threads with ``at::parallel_for``: the row-wise ops (and the
 coupling) in tasks of ``row_grain(cols) = 32768 / cols`` rows (csrc/cpu/row_loops.h), the
 categorical in ``32768 / (cols * K)`` rows, the planar forward in tiles of 16 x (4 x SIMD
-width) rows and the planar backward in blocks of 1024 rows (csrc/cpu/planar_cpu.cpp). The
+width) rows and the planar backward in blocks of 1024 rows (csrc/cpu/planar_cpu.cpp), the
+per-row planar op in items of (block of 256 samples, parameter row) (planar_rows_cpu.cpp). The
 other op tests fit in one chunk; here the row counts are several chunks and not multiples of
 the chunk sizes, and the parameters broadcast over batch dims, so a chunk that starts in the
 middle of a broadcast batch must find its offsets (RowCursor) right.
@@ -105,6 +106,30 @@ def _samples(name: str, dtype) -> list[Sample]:
             Sample(
                 "rows", (rn(3077, 5), rn(3, 5, scale=0.3), rn(3, 5, scale=0.3), rn(3, scale=0.3))
             )
+        ]
+    if name == "planar_flow_rows":
+        # (2, 300) = 600 samples of 5 rows: three reduction blocks of 256 samples (the last
+        # ragged) per parameter row, 15 work items over the threads, block sums added after;
+        # and 3001 rows of one sample: one block, ~3 tasks of 1024 items.
+        return [
+            Sample(
+                "samples",
+                (
+                    rn(2, 300, 5, 7),
+                    rn(5, 3, 7, scale=0.3),
+                    rn(5, 3, 7, scale=0.3),
+                    rn(5, 3, scale=0.3),
+                ),
+            ),
+            Sample(
+                "rows",
+                (
+                    rn(3001, 8),
+                    rn(3001, 4, 8, scale=0.3),
+                    rn(3001, 4, 8, scale=0.3),
+                    rn(3001, 4, scale=0.3),
+                ),
+            ),
         ]
     raise KeyError(name)
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from torch import distributions as D
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dgm_ext.vae import (
     VAE,
@@ -391,6 +392,53 @@ def test_planar_posterior_vae(amortized: bool) -> None:
     metrics["loss"].backward()
     assert all(p.grad is not None for p in model.flow.parameters())
     assert torch.isfinite(importance_log_likelihood(model, x, k=5)).all()
+
+
+class _RecordOps(TorchDispatchMode):
+    """Records every operator that reaches the dispatcher, forward and backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("n_samples", [None, 3], ids=["one_sample", "three_samples"])
+def test_amortised_planar_posterior_runs_the_fused_per_row_op(n_samples) -> None:
+    """The amortised flow posterior is the fused per-row op (dgm_ext::planar_flow_rows and its
+    fused backward), with one sample per example and with S samples sharing each example's
+    layers; the reference backend runs no dgm_ext op and gives the same z_K, log q(z_K|x) and
+    gradients of the flow head."""
+    torch.manual_seed(0)
+    fused = build_vae(arch="mlp", latent_dim=3, hidden=16, flow_length=4)
+    with torch.no_grad():  # a non-trivial flow
+        for p in fused.flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    ref = build_vae(ops="reference", arch="mlp", latent_dim=3, hidden=16, flow_length=4)
+    ref.load_state_dict(fused.state_dict())
+    x = _images(5)
+    res = {}
+    for name, model in (("fused", fused), ("reference", ref)):
+        mu, logvar, h = model.encode(x)
+        torch.manual_seed(7)
+        with _RecordOps() as rec:
+            z, log_q = model.sample_posterior(mu, logvar, h, n_samples=n_samples)
+            (z.square().sum() + log_q.sum()).backward()
+        grads = [p.grad for p in model.flow.parameters()]
+        res[name] = (rec.names, z.detach(), log_q.detach(), grads)
+    shape = (5, 3) if n_samples is None else (n_samples, 5, 3)
+    assert res["fused"][1].shape == shape
+    assert {"dgm_ext.planar_flow_rows.default", "dgm_ext.planar_flow_rows_backward.default"} <= (
+        res["fused"][0]
+    )
+    assert not any(n.startswith("dgm_ext.") for n in res["reference"][0])
+    for a, b in zip(res["fused"][1:3], res["reference"][1:3], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(res["fused"][3], res["reference"][3], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_save_load_roundtrip(tmp_path) -> None:

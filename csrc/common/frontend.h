@@ -642,6 +642,121 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> planar_flow_backward(
   return {gz, gu, gw, gb};
 }
 
+// ---------------------------------------------------------------- planar flow, per-row parameters
+// z (*S, N, d); u, w (N, K, d); b (N, K): row i of the last batch dim of z uses parameters i,
+// for every sample index of *S.
+inline void check_planar_rows_shapes(const Tensor& z, const Tensor& u, const Tensor& w,
+                                     const Tensor& b, const char* op, const char* z_name) {
+  DGM_CHECK_VALUE(z.dim() >= 2, "dgm_ext.", op, ": '", z_name,
+                  "' must have shape (*S, N, d), got ", z.sizes());
+  const int64_t n = z.size(-2), d = z.size(-1);
+  DGM_CHECK_VALUE(u.dim() == 3 && u.size(0) == n && u.size(2) == d, "dgm_ext.", op,
+                  ": 'u' must have shape (N, K, d) with N = ", n, " and d = ", d, " from '",
+                  z_name, "', got ", u.sizes());
+  DGM_CHECK_VALUE(w.sizes() == u.sizes(), "dgm_ext.", op, ": 'w' must have the shape of 'u' ",
+                  u.sizes(), ", got ", w.sizes());
+  DGM_CHECK_VALUE(b.dim() == 2 && b.size(0) == n && b.size(1) == u.size(1), "dgm_ext.", op,
+                  ": 'b' must have shape (N, K) = (", n, ", ", u.size(1), "), got ", b.sizes());
+}
+
+// The rows shape (*S, N) of z and the number of samples S = prod(*S).
+inline std::vector<int64_t> planar_rows_shape(const Tensor& z, int64_t& samples) {
+  samples = 1;
+  for (int64_t i = 0; i + 2 < z.dim(); ++i) samples *= z.size(i);
+  return std::vector<int64_t>(z.sizes().begin(), z.sizes().end() - 1);
+}
+
+template <class B>
+std::tuple<Tensor, Tensor, Tensor> planar_flow_rows(const Tensor& z, const Tensor& u,
+                                                    const Tensor& w, const Tensor& b) {
+  const char* op = "planar_flow_rows";
+  checks_floating<B>(op, {{"z", z}, {"u", u}, {"w", w}, {"b", b}});
+  check_planar_rows_shapes(z, u, w, b, op, "z");
+  const int64_t n = z.size(-2), d = z.size(-1), K = u.size(1);
+  int64_t samples = 0;
+  const std::vector<int64_t> rows = planar_rows_shape(z, samples);
+  std::vector<int64_t> act_shape = rows;
+  act_shape.push_back(K);
+  Tensor z_out = at::empty(z.sizes(), z.options());
+  Tensor logdet = at::zeros(rows, z.options());
+  Tensor act = at::empty(act_shape, z.options());
+  if (samples == 0 || n == 0) return {z_out, logdet, act};
+  // The parameters are read in place for every sample: never expanded over *S.
+  const Tensor zc = z.contiguous(), uc = u.contiguous(), wc = w.contiguous(), bc = b.contiguous();
+  launch<B>(op, z, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    PlanarRowsParams<T> p;
+    p.samples = samples;
+    p.n = n;
+    p.d = d;
+    p.k = K;
+    p.z = cptr<T>(zc);
+    p.u = cptr<T>(uc);
+    p.w = cptr<T>(wc);
+    p.b = cptr<T>(bc);
+    p.z_out = z_out.mutable_data_ptr<T>();
+    p.logdet = logdet.mutable_data_ptr<T>();
+    p.act = act.mutable_data_ptr<T>();
+    B::planar_rows_fwd(p);
+  });
+  return {z_out, logdet, act};
+}
+
+// needs = (z, u, w, b). Gradients nobody asked for come back as empty tensors; the parameter
+// gradients are summed over the samples *S by the kernel.
+template <class B>
+std::tuple<Tensor, Tensor, Tensor, Tensor> planar_flow_rows_backward(
+    const Tensor& grad_z, const Tensor& grad_logdet, const Tensor& z_out, const Tensor& act,
+    const Tensor& u, const Tensor& w, const Tensor& b, std::array<bool, 4> needs) {
+  const char* op = "planar_flow_rows_backward";
+  checks_floating<B>(op, {{"z_out", z_out}, {"grad_z", grad_z}, {"grad_logdet", grad_logdet},
+                          {"act", act}, {"u", u}, {"w", w}, {"b", b}});
+  check_planar_rows_shapes(z_out, u, w, b, op, "z_out");
+  const int64_t n = z_out.size(-2), d = z_out.size(-1), K = u.size(1);
+  int64_t samples = 0;
+  const std::vector<int64_t> rows = planar_rows_shape(z_out, samples);
+  std::vector<int64_t> act_shape = rows;
+  act_shape.push_back(K);
+  DGM_CHECK_VALUE(grad_z.sizes() == z_out.sizes(), "dgm_ext.", op,
+                  ": 'grad_z' must have the shape of 'z_out' ", z_out.sizes(), ", got ",
+                  grad_z.sizes());
+  DGM_CHECK_VALUE(grad_logdet.sizes().vec() == rows, "dgm_ext.", op,
+                  ": 'grad_logdet' must have shape ", rows, ", got ", grad_logdet.sizes());
+  DGM_CHECK_VALUE(act.sizes().vec() == act_shape, "dgm_ext.", op, ": 'act' must have shape ",
+                  act_shape, ", got ", act.sizes());
+  const auto opts = z_out.options();
+  Tensor gz = needs[0] ? at::empty(z_out.sizes(), opts) : at::empty({0}, opts);
+  Tensor gu = needs[1] ? at::zeros(u.sizes(), opts) : at::empty({0}, opts);
+  Tensor gw = needs[2] ? at::zeros(u.sizes(), opts) : at::empty({0}, opts);
+  Tensor gb = needs[3] ? at::zeros(b.sizes(), opts) : at::empty({0}, opts);
+  if (samples == 0 || n == 0 || !(needs[0] || needs[1] || needs[2] || needs[3]))
+    return {gz, gu, gw, gb};
+  const Tensor gzc = grad_z.contiguous(), gldc = grad_logdet.contiguous(),
+               zoc = z_out.contiguous(), ac = act.contiguous(), uc = u.contiguous(),
+               wc = w.contiguous(), bc = b.contiguous();
+  launch<B>(op, z_out, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    PlanarRowsParams<T> p;
+    p.samples = samples;
+    p.n = n;
+    p.d = d;
+    p.k = K;
+    p.u = cptr<T>(uc);
+    p.w = cptr<T>(wc);
+    p.b = cptr<T>(bc);
+    p.grad_z = cptr<T>(gzc);
+    p.grad_logdet = cptr<T>(gldc);
+    p.z_final = cptr<T>(zoc);
+    p.act_in = cptr<T>(ac);
+    p.grad_z_in = opt_ptr<T>(gz);
+    p.grad_u = opt_ptr<T>(gu);
+    p.grad_w = opt_ptr<T>(gw);
+    p.grad_b = opt_ptr<T>(gb);
+    B::planar_rows_bwd(p);
+  });
+  return {gz, gu, gw, gb};
+}
+
 // Registers every op's frontend with a backend's kernels: one list for CPU and CUDA.
 template <class B>
 void register_ops(torch::Library& m) {
@@ -663,6 +778,8 @@ void register_ops(torch::Library& m) {
   m.impl("affine_coupling_backward", &affine_coupling_backward<B>);
   m.impl("planar_flow", &planar_flow<B>);
   m.impl("planar_flow_backward", &planar_flow_backward<B>);
+  m.impl("planar_flow_rows", &planar_flow_rows<B>);
+  m.impl("planar_flow_rows_backward", &planar_flow_rows_backward<B>);
 }
 
 }  // namespace dgm_ext::frontend

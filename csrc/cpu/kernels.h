@@ -27,7 +27,9 @@ namespace dgm_ext::cpu {
   X(coupling_fwd, CouplingParams)     \
   X(coupling_bwd, CouplingParams)     \
   X(planar_fwd, PlanarParams)         \
-  X(planar_bwd, PlanarParams)
+  X(planar_bwd, PlanarParams)         \
+  X(planar_rows_fwd, PlanarRowsParams) \
+  X(planar_rows_bwd, PlanarRowsParams)
 
 template <typename T>
 struct Kernels {

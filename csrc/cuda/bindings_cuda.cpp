@@ -115,6 +115,24 @@ struct CudaBackend {
     cuda::planar_bwd(dp, ws.data_ptr(), c10::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
+
+  template <class T>
+  static void planar_rows_fwd(const PlanarRowsParams<T>& p) {
+    check_planar_dim(p.d, "planar_flow_rows");
+    const auto dp = to_device_params(p);
+    at::Tensor ws = workspace(cuda::planar_rows_fwd_workspace(dp));
+    cuda::planar_rows_fwd(dp, ws.data_ptr(), c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  template <class T>
+  static void planar_rows_bwd(const PlanarRowsParams<T>& p) {
+    check_planar_dim(p.d, "planar_flow_rows_backward");
+    const auto dp = to_device_params(p);
+    at::Tensor ws = workspace(cuda::planar_rows_bwd_workspace(dp));
+    cuda::planar_rows_bwd(dp, ws.data_ptr(), c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 };
 
 TORCH_LIBRARY_IMPL(dgm_ext, CUDA, m) {

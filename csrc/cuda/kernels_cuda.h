@@ -58,6 +58,15 @@ constexpr int64_t kPlanarMaxDim = 1024;
   void planar_bwd(const PlanarParams<T>& p, void* workspace, cudaStream_t stream);
 DGM_CUDA_FOR_EACH_STORAGE(DGM_CUDA_DECLARE_PLANAR, 0)
 #undef DGM_CUDA_DECLARE_PLANAR
+
+// Planar flow with per-row parameters: same contract (workspace, d <= kPlanarMaxDim).
+#define DGM_CUDA_DECLARE_PLANAR_ROWS(T, unused)                                            \
+  size_t planar_rows_fwd_workspace(const PlanarRowsParams<T>& p);                          \
+  size_t planar_rows_bwd_workspace(const PlanarRowsParams<T>& p);                          \
+  void planar_rows_fwd(const PlanarRowsParams<T>& p, void* workspace, cudaStream_t stream); \
+  void planar_rows_bwd(const PlanarRowsParams<T>& p, void* workspace, cudaStream_t stream);
+DGM_CUDA_FOR_EACH_STORAGE(DGM_CUDA_DECLARE_PLANAR_ROWS, 0)
+#undef DGM_CUDA_DECLARE_PLANAR_ROWS
 #undef DGM_CUDA_DECLARE_ONE
 
 }  // namespace dgm_ext::cuda

@@ -96,6 +96,19 @@ def planar_flow(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Ten
     return z_out, logdet
 
 
+def planar_flow_rows(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """K planar layers with per-row parameters, shared over leading sample dimensions.
+
+    z (*S, N, d); u, w (N, K, d); b (N, K). Row n of z (for every index of *S) goes through
+    ``z <- z + u[n, k] tanh(w[n, k]·z + b[n, k])``, k = 0..K-1, e.g. an amortised flow
+    posterior with S samples of a batch of N examples. The parameters are read in place for
+    every sample (never expanded), and their gradients are summed over *S deterministically.
+    u is used as given. Returns (z_K (*S, N, d), logdet (*S, N)).
+    """
+    z_out, logdet, _ = _ops.planar_flow_rows(z, u, w, b)
+    return z_out, logdet
+
+
 def resolve_ops(ops: ModuleType | str | None) -> ModuleType:
     """The op backend: a module, ``"fused"`` (``dgm_ext.ops``), ``"reference"`` or a name."""
     if ops is None or ops == "fused":
@@ -118,6 +131,7 @@ __all__ = [
     "kl_normal",
     "kl_normal_std",
     "planar_flow",
+    "planar_flow_rows",
     "reparameterize",
     "resolve_ops",
 ]

@@ -260,6 +260,63 @@ def _(grad_z, grad_logdet, z_out, act, u, w, b):
     )
 
 
+def _planar_rows_check(op: str, z_name: str, z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> None:
+    """The shape checks of the C++ check_planar_rows_shapes, with the same messages."""
+    if z.dim() < 2:
+        raise ValueError(
+            f"dgm_ext.{op}: '{z_name}' must have shape (*S, N, d), got {tuple(z.shape)}"
+        )
+    n, d = z.shape[-2], z.shape[-1]
+    if u.dim() != 3 or u.shape[0] != n or u.shape[2] != d:
+        raise ValueError(
+            f"dgm_ext.{op}: 'u' must have shape (N, K, d) with N = {n} and d = {d} from "
+            f"'{z_name}', got {tuple(u.shape)}"
+        )
+    if w.shape != u.shape:
+        raise ValueError(
+            f"dgm_ext.{op}: 'w' must have the shape of 'u' {tuple(u.shape)}, got {tuple(w.shape)}"
+        )
+    if b.dim() != 2 or b.shape[0] != n or b.shape[1] != u.shape[1]:
+        raise ValueError(
+            f"dgm_ext.{op}: 'b' must have shape (N, K) = ({n}, {u.shape[1]}), got {tuple(b.shape)}"
+        )
+
+
+@torch.library.register_fake("dgm_ext::planar_flow_rows")
+def _(z, u, w, b):
+    op = "planar_flow_rows"
+    _check_float(op, "z", z=z, u=u, w=w, b=b)
+    _planar_rows_check(op, "z", z, u, w, b)
+    rows = z.shape[:-1]
+    return z.new_empty(z.shape), z.new_empty(rows), z.new_empty((*rows, u.shape[1]))
+
+
+@torch.library.register_fake("dgm_ext::planar_flow_rows_backward")
+def _(grad_z, grad_logdet, z_out, act, u, w, b, needs):
+    op = "planar_flow_rows_backward"
+    _check_float(
+        op, "z_out", z_out=z_out, grad_z=grad_z, grad_logdet=grad_logdet, act=act, u=u, w=w, b=b
+    )
+    _planar_rows_check(op, "z_out", z_out, u, w, b)
+    rows = tuple(z_out.shape[:-1])
+    if grad_z.shape != z_out.shape:
+        raise ValueError(
+            f"dgm_ext.{op}: 'grad_z' must have the shape of 'z_out' {tuple(z_out.shape)}, got "
+            f"{tuple(grad_z.shape)}"
+        )
+    if tuple(grad_logdet.shape) != rows:
+        raise ValueError(
+            f"dgm_ext.{op}: 'grad_logdet' must have shape {rows}, got {tuple(grad_logdet.shape)}"
+        )
+    if tuple(act.shape) != (*rows, u.shape[1]):
+        raise ValueError(
+            f"dgm_ext.{op}: 'act' must have shape {(*rows, u.shape[1])}, got {tuple(act.shape)}"
+        )
+    return tuple(
+        t.new_empty(t.shape if n else (0,)) for t, n in zip((z_out, u, w, b), needs, strict=True)
+    )
+
+
 # ------------------------------------------------------------------------------ autograd
 def _setup_save_inputs(ctx, inputs, output):
     ctx.save_for_backward(*[i for i in inputs if isinstance(i, Tensor)])
@@ -361,6 +418,25 @@ def _planar_bwd(ctx, grad_z, grad_logdet, _grad_act):
     return _ops.planar_flow_backward(grad_z, grad_logdet, z_out, act, u, w, b)
 
 
+def _planar_rows_setup(ctx, inputs, output):
+    _z, u, w, b = inputs
+    z_out, _logdet, act = output
+    ctx.save_for_backward(z_out, act, u, w, b)
+    ctx.needs = [bool(ctx.needs_input_grad[i]) for i in range(4)]
+    ctx.set_materialize_grads(False)  # see _coupling_setup: unused outputs come as None
+
+
+def _planar_rows_bwd(ctx, grad_z, grad_logdet, _grad_act):
+    z_out, act, u, w, b = ctx.saved_tensors
+    if grad_z is None:
+        grad_z = torch.zeros_like(z_out)
+    if grad_logdet is None:
+        grad_logdet = z_out.new_zeros(z_out.shape[:-1])
+    gs = _ops.planar_flow_rows_backward(grad_z, grad_logdet, z_out, act, u, w, b, ctx.needs)
+    # the parameter gradients come back summed over *S, in the parameters' shapes
+    return tuple(g if n else None for g, n in zip(gs, ctx.needs, strict=True))
+
+
 torch.library.register_autograd(
     "dgm_ext::bernoulli_log_prob", _bernoulli_bwd, setup_context=_setup_save_inputs
 )
@@ -382,3 +458,6 @@ torch.library.register_autograd(
     "dgm_ext::affine_coupling", _coupling_bwd, setup_context=_coupling_setup
 )
 torch.library.register_autograd("dgm_ext::planar_flow", _planar_bwd, setup_context=_planar_setup)
+torch.library.register_autograd(
+    "dgm_ext::planar_flow_rows", _planar_rows_bwd, setup_context=_planar_rows_setup
+)

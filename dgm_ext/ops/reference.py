@@ -87,6 +87,17 @@ def planar_flow(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Ten
     return z, logdet
 
 
+def planar_flow_rows(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """planar_flow with per-row parameters: z (*S, N, d), u and w (N, K, d), b (N, K)."""
+    logdet = z.new_zeros(z.shape[:-1])
+    for k in range(u.shape[1]):
+        uk, wk = u[:, k], w[:, k]
+        h = torch.tanh((z * wk).sum(-1) + b[:, k])
+        logdet = logdet + torch.log(torch.abs(1 + (1 - h**2) * (uk * wk).sum(-1)))
+        z = z + h.unsqueeze(-1) * uk
+    return z, logdet
+
+
 __all__ = [
     "affine_coupling",
     "bernoulli_log_prob",
@@ -96,5 +107,6 @@ __all__ = [
     "kl_normal",
     "kl_normal_std",
     "planar_flow",
+    "planar_flow_rows",
     "reparameterize",
 ]

@@ -6,13 +6,17 @@ encoder's hidden features (amortised). ``û`` is the invertibility-preserving
 reparameterisation of appendix A: ``û = u + (m(w·u) − w·u) w / ‖w‖²`` with
 ``m(a) = −1 + softplus(a)``, which guarantees ``w·û > −1``.
 
-The fused ``ops.planar_flow`` takes one set of layer parameters shared by the whole
-batch, so it is used for the non-amortised (``amortized=False``) posterior; the amortised
-posterior (per-example parameters) evaluates the same formula batched in PyTorch.
+Both posteriors run on the op backend handed to ``forward``: the amortised one on
+``ops.planar_flow_rows`` (per-example parameters, shared by the posterior samples), the
+non-amortised one on ``ops.planar_flow`` (one set of parameters for the whole batch). With the
+fused backend (``dgm_ext.ops``) these are the fused kernels; with ``ops="reference"`` the
+plain-PyTorch references. ``planar_flow_batched`` is the same formula in plain PyTorch, with
+any broadcastable parameters.
 """
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 
 import torch
@@ -50,7 +54,8 @@ class PlanarPosterior(nn.Module):
     """K planar layers on top of the encoder Gaussian.
 
     ``amortized=True``: a linear head maps the encoder features ``h`` to per-example
-    ``(u, w, b)``; ``amortized=False``: global parameters, applied with ``ops.planar_flow``.
+    ``(u, w, b)``, applied with ``ops.planar_flow_rows``; ``amortized=False``: global
+    parameters, applied with ``ops.planar_flow``.
     """
 
     def __init__(
@@ -81,11 +86,30 @@ class PlanarPosterior(nn.Module):
         return u, w, b
 
     def forward(self, z0: Tensor, h: Tensor, ops: ModuleType) -> tuple[Tensor, Tensor]:
-        """Push ``z0`` (*S, B, d) through the flow; returns ``(z_K, logdet)``."""
+        """Push ``z0`` (*S, *B, d) through the flow; returns ``(z_K, logdet (*S, *B))``.
+
+        ``h`` (*B, F) are the encoder features of the batch; amortised, each example's layers
+        apply to all its samples ``*S`` (``ops.planar_flow_rows``, parameters not expanded).
+        """
         u, w, b = self.params(h)
         u_hat = planar_u_hat(u, w)
+        d, k = self.latent_dim, self.length
         if not self.amortized:
-            flat = z0.reshape(-1, self.latent_dim)
+            flat = z0.reshape(-1, d)
             zk, logdet = ops.planar_flow(flat.contiguous(), u_hat, w, b)
             return zk.reshape(z0.shape), logdet.reshape(z0.shape[:-1])
-        return planar_flow_batched(z0, u_hat, w, b)
+        batch = tuple(u.shape[:-2])
+        if z0.dim() < len(batch) + 1 or tuple(z0.shape[-1 - len(batch) : -1]) != batch:
+            raise ValueError(
+                f"z0 {tuple(z0.shape)} must end with the batch shape {batch} of h and the "
+                f"latent dimension {d}"
+            )
+        n = math.prod(batch)
+        samples = z0.shape[: z0.dim() - 1 - len(batch)]
+        zk, logdet = ops.planar_flow_rows(
+            z0.reshape(*samples, n, d),
+            u_hat.reshape(n, k, d),
+            w.reshape(n, k, d),
+            b.reshape(n, k),
+        )
+        return zk.reshape(z0.shape), logdet.reshape(z0.shape[:-1])

@@ -236,6 +236,18 @@ DGM_HD void planar_layer_grad(V gz_dot_u, V g_ld, V h, V uw, V& g_a, V& coef) {
   g_a = gz_dot_u * hp - V(2) * gdet * uw * h * hp;
   coef = gdet * hp;
 }
+// Backward of one layer at element j, given the layer's h, g_a and coef (planar_layer_grad):
+// z holds z_k and becomes z_{k-1} = z_k - u h; g_z holds dL/dz_k and becomes dL/dz_{k-1} =
+// g_z + g_a w; g_u = g_z h + coef w and g_w = g_a z_{k-1} + coef u are this element's terms
+// of dL/du and dL/dw.
+template <typename V>
+DGM_HD void planar_elem_grad(V u, V w, V h, V g_a, V coef, V& z, V& g_z, V& g_u, V& g_w) {
+  const V z_prev = z - u * h;
+  g_u = g_z * h + coef * w;
+  g_w = g_a * z_prev + coef * u;
+  g_z = g_z + g_a * w;
+  z = z_prev;
+}
 
 }  // namespace math
 }  // namespace dgm_ext

@@ -195,4 +195,31 @@ struct PlanarParams {
   T* grad_b = nullptr;             // (k)
 };
 
+// Planar flow with per-row layer parameters: z is (S, N, d) (S = the product of the leading
+// sample dims), row r = s * N + i uses layer parameters i, so the parameters broadcast over
+// the samples without being copied. All arrays contiguous.
+template <typename T>
+struct PlanarRowsParams {
+  int64_t samples = 0;  // S
+  int64_t n = 0;        // N: parameter rows
+  int64_t d = 0;        // dimension
+  int64_t k = 0;        // layers
+  const T* z = nullptr;  // (S, N, d)
+  const T* u = nullptr;  // (N, K, d)
+  const T* w = nullptr;  // (N, K, d)
+  const T* b = nullptr;  // (N, K)
+  T* z_out = nullptr;    // (S, N, d)
+  T* logdet = nullptr;   // (S, N)
+  T* act = nullptr;      // (S, N, K) activations h_k, for the backward
+  // backward; a null gradient pointer is not requested and not stored
+  const T* grad_z = nullptr;       // (S, N, d)
+  const T* grad_logdet = nullptr;  // (S, N)
+  const T* z_final = nullptr;      // (S, N, d) forward output
+  const T* act_in = nullptr;       // (S, N, K)
+  T* grad_z_in = nullptr;          // (S, N, d)
+  T* grad_u = nullptr;             // (N, K, d), summed over the samples
+  T* grad_w = nullptr;             // (N, K, d)
+  T* grad_b = nullptr;             // (N, K)
+};
+
 }  // namespace dgm_ext
