@@ -23,10 +23,10 @@ from dgm_ext.gan.models import DCGANCritic, DCGANGenerator, MLPDiscriminator, ML
 
 __all__ = [
     "CRITIC_LOSSES",
+    "GAN",
     "GENERATOR_LOSSES",
     "DCGANCritic",
     "DCGANGenerator",
-    "GAN",
     "GANConfig",
     "GeneratorEMA",
     "MLPDiscriminator",
