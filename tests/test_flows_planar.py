@@ -483,6 +483,8 @@ def test_reproduce_planar_2d_quick(tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     assert [(r["data"], r["k"]) for r in again["ml"]] == [("arcs", 8), ("sine", 8)]
     assert again["kl"] == [] and again["ml"][0]["nll"] == res["ml"][1]["nll"]
+    assert (again["fits_reused"], again["fits_trained"]) == (2, 0)
+    assert (res["fits_reused"], res["fits_trained"]) == (0, 24)
 
 
 def test_reproduce_planar_2d_options(tmp_path, capsys):

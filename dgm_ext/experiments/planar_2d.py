@@ -144,10 +144,14 @@ def _reusable(path: Path, config: PlanarFitConfig) -> FitResult | None:
 
 
 def run_fits(
-    ctx: RunContext, configs: list[PlanarFitConfig], failures: dict[str, str] | None = None
+    ctx: RunContext,
+    configs: list[PlanarFitConfig],
+    failures: dict[str, str] | None = None,
+    reused: list[str] | None = None,
 ) -> dict[str, FitResult]:
     """Fit every config not already on disk, one after the other; returns name -> result.
-    A fit whose loss turns non-finite is left out and its message put in ``failures``.
+    A fit whose loss turns non-finite is left out and its message put in ``failures``; the
+    names of the fits found on disk are appended to ``reused``.
 
     Fits run in this process with one thread: running two fits in two processes on the
     2-core development machine (shared with other jobs) took 2.5x longer than running them
@@ -159,6 +163,8 @@ def run_fits(
         old = _reusable(_fit_path(ctx.out, c), c)
         if old is not None:
             results[c.name] = old
+            if reused is not None:
+                reused.append(c.name)
         else:
             todo.append(c)
     if results:
@@ -479,7 +485,8 @@ def _run(
     }
     ctx.log(f"quadrature of {len(targets)} targets: {time.perf_counter() - t0:.1f} s")
     failures: dict[str, str] = {}
-    fits = run_fits(ctx, configs, failures)
+    reused: list[str] = []
+    fits = run_fits(ctx, configs, failures, reused)
     fit_s = sum(r.seconds for r in fits.values())
 
     t1 = time.perf_counter()
@@ -516,6 +523,17 @@ def _run(
         tables.append(
             Table("planar-2d: failed fits", ["fit", "error"], [list(f) for f in failures.items()])
         )
+    tables.append(
+        Table(
+            "planar-2d: run",
+            ["fits", "trained in this run", "reused from --out", "training s (all fits)",
+             "evaluation s", "figures s"],
+            [[len(fits), len(fits) - len(reused), len(reused), f"{fit_s:.0f}", f"{eval_s:.1f}",
+              f"{plot_s:.1f}"]],
+            notes="Training seconds are those of the fits as recorded when they were trained "
+            "(one thread each); the wall time above covers this run only.",
+        )
+    )  # fmt: skip
     return {
         "_title": "planar-2d: planar flows on 2-D data and densities",
         "_tables": tables,
@@ -536,6 +554,8 @@ def _run(
         "kl": kl_rows,
         "checks": checks,
         "failed": failures,
+        "fits_trained": len(fits) - len(reused),
+        "fits_reused": len(reused),
         "fit_s": fit_s,
         "eval_s": eval_s,
         "plot_s": plot_s,
