@@ -4,6 +4,7 @@ Subcommands::
 
     dgm-ext train vae [options]         train one VAE into a run directory
     dgm-ext train gan [options]         train one GAN (MLP on MNIST, DCGAN on CIFAR-10)
+    dgm-ext train planar [options]      fit a planar flow to 2-D data (ML) or a density (KL)
     dgm-ext eval SOURCE [options]       ELBO, importance-sampled log p(x), bits/dim of a VAE
                                         checkpoint; FID/KID/IS (--metrics) of its samples, of
                                         a GAN generator (generator.pt or a train-gan run), of
