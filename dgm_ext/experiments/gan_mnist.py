@@ -131,7 +131,7 @@ def run(ctx: RunContext) -> dict:
         probs = quality.probs(final)
         interp, interp_labels = _interpolation(model, quality, ctx.seed)
     save_image_grid(
-        interp, figs / "interpolation.png", 7,
+        interp, figs / "interpolation.png", 1,
         f"gan-mnist: linear interpolation in z, classifier labels {interp_labels}",
     )  # fmt: skip
     predicted = probs.argmax(1)
