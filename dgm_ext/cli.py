@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_argument("--z-dim", type=int, default=100)
     gan.add_argument("--width", type=int, default=128, help="DCGAN width")
     gan.add_argument("--spectral-norm", action="store_true", help="DCGAN critic")
+    gan.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="SyncBatchNorm in the generator (torchrun on GPUs: global batch statistics)",
+    )
     gan.add_argument("--ema", type=float, default=None, help="generator EMA decay")
     gan.add_argument("--epochs", type=int, default=10)
     gan.add_argument("--batch-size", type=int, default=64)
@@ -370,6 +375,7 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
         betas=tuple(args.betas),
         width=args.width,
         spectral_norm=args.spectral_norm,
+        sync_batchnorm=args.sync_bn,
     )  # validates before any data is loaded
     for name, low in (("epochs", 1), ("metrics_every", 0), ("n", 2), ("batch_size", 1)):
         if getattr(args, name) < low:

@@ -212,3 +212,22 @@ def test_gan_ddp_two_ranks_trainer_owned_group(tmp_path):
     assert all(a == b for _, a, b in params), params
     lines = (tmp_path / "ddp" / "gan" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in lines] == [3, 6]  # 48 examples / (2 ranks × 8)
+
+
+def test_sync_batchnorm_option(tmp_path, monkeypatch):
+    """The generator's BatchNorm layers become SyncBatchNorm; a single process trains with them
+    (plain BatchNorm behaviour); a multi-process CPU run is refused with a clear message."""
+    import dgm_ext.gan.gan as gan_module
+
+    model = _gan(sync_batchnorm=True)
+    kinds = {type(m) for m in model.generator.modules()}
+    assert torch.nn.SyncBatchNorm in kinds and torch.nn.BatchNorm1d not in kinds
+    plain = _gan()
+    plain.load_state_dict(model.state_dict())
+    Trainer(model, _cfg(tmp_path / "a", epochs=1)).fit(_data(16))
+    Trainer(plain, _cfg(tmp_path / "b", epochs=1)).fit(_data(16))
+    for (k, a), b in zip(model.state_dict().items(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)
+    monkeypatch.setattr(gan_module, "_distributed", lambda: True)
+    with pytest.raises(ValueError, match="sync_batchnorm=True needs CUDA"):
+        Trainer(_gan(sync_batchnorm=True), _cfg(tmp_path / "c", epochs=1)).fit(_data(16))

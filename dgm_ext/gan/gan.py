@@ -53,7 +53,12 @@ class GANConfig:
     ``spectral_norm``; ``image_shape`` ``(C, 32, 32)``). ``loss``: ``jsd-nonsaturating``,
     ``jsd-saturating``, ``w1`` or ``hinge``; ``penalty``: ``None``, ``"r1"`` or ``"gp"``
     with ``penalty_weight``. Two Adam optimisers with ``betas``; the critic takes
-    ``critic_steps`` steps per generator step.
+    ``critic_steps`` steps per generator step. ``sync_batchnorm=True`` turns the generator's
+    BatchNorm layers into ``torch.nn.SyncBatchNorm``: under ``torchrun`` on GPUs the batch
+    statistics are then those of the global batch (PyTorch supports it on CUDA only; on the
+    CPU it is refused at the first training step of a multi-process run, and a single process
+    uses it as plain BatchNorm). Without it each rank normalises with its own batch's
+    statistics and the trainer broadcasts rank 0's running statistics before each step.
     """
 
     arch: str = "mlp"
@@ -69,6 +74,7 @@ class GANConfig:
     width: int = 128
     spectral_norm: bool = False
     dropout: float = 0.3
+    sync_batchnorm: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -144,6 +150,8 @@ class GAN(nn.Module):
         self.config = config if config is not None else GANConfig()
         self.ops = resolve_ops(ops)
         self.generator, self.critic = build_networks(self.config)
+        if self.config.sync_batchnorm:
+            self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
         self.metric_name = "jsd" if self.config.loss.startswith("jsd") else "w1"
 
     # -- trainer hooks ---------------------------------------------------------------------
@@ -170,6 +178,11 @@ class GAN(nn.Module):
         """One critic step, and a generator step every ``critic_steps`` steps."""
         c = self.config
         real = self.to_model_space(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        if c.sync_batchnorm and real.device.type == "cpu" and _distributed():
+            raise ValueError(
+                "GANConfig.sync_batchnorm=True needs CUDA devices under torchrun (PyTorch's "
+                "SyncBatchNorm does not run on the CPU); use sync_batchnorm=False with gloo"
+            )
         opt_critic, opt_generator = ctx.optimizers
         with torch.no_grad():
             fake = self.generator(self.sample_z(real.shape[0], real))
@@ -242,6 +255,12 @@ class GAN(nn.Module):
             if self.metric_name == "jsd":
                 return jsd_estimate(real_out, fake_out, ops=self.ops)
             return w1_estimate(real_out, fake_out)
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def save_gan(model: GAN, path: str | Path, ema: GeneratorEMA | None = None) -> Path:
