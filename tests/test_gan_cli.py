@@ -12,6 +12,7 @@ import os
 
 import pytest
 import torch
+from _metrics_helpers import projection_space
 
 from dgm_ext import cli
 from dgm_ext.metrics import evaluate as ev
@@ -22,21 +23,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _projection_space(name: str, channels: int, width: int = 12) -> ev.FeatureSpace:
-    g = torch.Generator().manual_seed(channels)
-    w = torch.randn(channels * 28 * 28, width, generator=g, dtype=torch.float64)
-    v = torch.randn(channels * 28 * 28, 5, generator=g, dtype=torch.float64)
-
-    def extract(x):
-        flat = x.reshape(x.shape[0], -1).double()
-        return flat @ w, torch.softmax(flat @ v / 10, dim=1)
-
-    return ev.FeatureSpace(name, "projection", width, extract)
-
-
 @pytest.fixture
 def projection(monkeypatch):
-    monkeypatch.setattr(ev, "mnist_feature_space", lambda d="mnist", **k: _projection_space(d, 1))
+    monkeypatch.setattr(ev, "mnist_feature_space", lambda d="mnist", **k: projection_space(d, 1))
     torch.set_num_threads(1)
 
 
@@ -75,7 +64,7 @@ def test_train_gan_then_eval_its_generator(projection, tmp_path, capsys):
     got = json.loads((tmp_path / "e.json").read_text())["sample_quality"]
     torch.manual_seed(0)
     samples = gan.sample(64)
-    space = _projection_space("mnist", 1)
+    space = projection_space("mnist", 1)
     want = frechet_distance(space.extract(samples)[0], space.extract(_test_images(64))[0])
     assert got["fid"] == pytest.approx(want, rel=1e-9)
     assert got["reference"] == "mnist:test" and "is_mean" in got

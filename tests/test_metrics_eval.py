@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from _metrics_helpers import projection_space
 from PIL import Image
 
 from dgm_ext import cli
@@ -23,29 +24,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _projection_space(name: str, channels: int, width: int = 12) -> ev.FeatureSpace:
-    g = torch.Generator().manual_seed(channels)
-    w = torch.randn(channels * 28 * 28, width, generator=g, dtype=torch.float64)
-    v = torch.randn(channels * 28 * 28, 5, generator=g, dtype=torch.float64)
-
-    def extract(x):
-        flat = x.reshape(x.shape[0], -1).double()
-        return flat @ w, torch.softmax(flat @ v / 10, dim=1)
-
-    return ev.FeatureSpace(name, "projection", width, extract)
-
-
 @pytest.fixture
 def spaces(monkeypatch):
     calls = []
 
     def mnist_space(dataset="mnist", **kwargs):
         calls.append(("mnist", dataset))
-        return _projection_space(f"{dataset}-proj", 1)
+        return projection_space(f"{dataset}-proj", 1)
 
     def inception_space(weights=None, device=None):
         calls.append(("inception", weights))
-        return _projection_space("inception-proj", 3)
+        return projection_space("inception-proj", 3)
 
     monkeypatch.setattr(ev, "mnist_feature_space", mnist_space)
     monkeypatch.setattr(ev, "inception_feature_space", inception_space)
@@ -67,7 +56,7 @@ def _mnist(split, n):
 
 def test_data_split_source_matches_direct_computation(spaces, tmp_path, capsys):
     res = _run(["mnist:train", "--n", "300", "--kid-subset-size", "100"], tmp_path, capsys)
-    space = _projection_space("x", 1)
+    space = projection_space("x", 1)
     fa, pa = space.extract(_mnist("train", 300))
     fb, _ = space.extract(_mnist("test", 300))
     assert spaces == [("mnist", "mnist")]
@@ -86,7 +75,7 @@ def test_png_folder_source_and_ref_stats(spaces, tmp_path, capsys):
         a = (img[0].numpy() * 255).round().astype(np.uint8)
         Image.fromarray(a, mode="L").save(folder / f"{i:03d}.png")
     res = _run([str(folder), "--metrics", "fid", "--n", "40"], tmp_path, capsys)
-    space = _projection_space("x", 1)
+    space = projection_space("x", 1)
     quantised = (images * 255).round() / 255
     fa, _ = space.extract(quantised)
     fb, _ = space.extract(_mnist("test", 40))
@@ -145,14 +134,14 @@ def test_vae_checkpoint_samples(spaces, tmp_path, capsys):
 
 def test_bad_requests_are_clear(spaces, tmp_path):
     with pytest.raises(ValueError, match="KID needs reference images"):
-        ev.sample_quality(torch.rand(5, 1, 28, 28), _projection_space("p", 1), ref_stats="x.npz")
+        ev.sample_quality(torch.rand(5, 1, 28, 28), projection_space("p", 1), ref_stats="x.npz")
     with pytest.raises(ValueError, match="subset of"):
         ev.parse_metrics("fid,lpips")
     stats = tmp_path / "wide.npz"
     save_stats(stats, np.zeros(7), np.eye(7))
     with pytest.raises(ValueError, match="another feature network"):
         ev.sample_quality(
-            torch.rand(5, 1, 28, 28), _projection_space("p", 1), ref_stats=stats, metrics=["fid"]
+            torch.rand(5, 1, 28, 28), projection_space("p", 1), ref_stats=stats, metrics=["fid"]
         )
     with pytest.raises(ValueError, match="data set must be one of"):
         cli._data_spec("imagenet:train")
