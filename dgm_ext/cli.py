@@ -255,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
         "refuse it)",
     )
     rep.add_argument(
-        "--run", default=None, help="one preset of the experiment (cifar10-gan: jsd-1, ..., w1-3)"
+        "--run",
+        default=None,
+        help="one preset of the experiment (cifar10-gan: jsd-1, ..., w1-3; planar-2d: ml, kl "
+        "or targets; vae-flow: flow lengths, e.g. 0,10,40)",
     )
     rep.add_argument(
         "--ema", type=float, default=None, help="generator EMA decay (GAN experiments)"

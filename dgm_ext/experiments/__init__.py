@@ -127,3 +127,9 @@ register(
     "planar flows K=2,8,32: ML on arcs/sine samples (NLL vs entropy), reverse KL to U1-U4",
     options=("run", "steps"),
 )
+register(
+    "vae-flow",
+    "dgm_ext.experiments.vae_flow",
+    "vae-elbo VAE with a planar-flow posterior, K=0,10,40 x 2 seeds: ELBO, IS log p(x), s/epoch",
+    options=("run", "seeds"),
+)
