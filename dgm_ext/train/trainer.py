@@ -478,6 +478,13 @@ class Trainer:
                 device_ids=ids,
                 find_unused_parameters=self.config.find_unused_parameters,
             )
+        if self.ema is not None:
+            # the EMA was copied from this rank's own weights before rank 0's were broadcast
+            # (or loaded from the same checkpoint on every rank): every rank starts from rank
+            # 0's shadow, so validation under the EMA sees one model
+            with torch.no_grad():
+                for t in self.ema.shadow.values():
+                    dist.broadcast(t, 0)
 
     # ------------------------------------------------------------- checkpoints
     def _state(self, acc: _Accumulator | None) -> dict[str, Any]:

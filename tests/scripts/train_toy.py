@@ -92,9 +92,11 @@ class TwoPlayer(nn.Module):
     def configure_optimizers(self, config):
         from dgm_ext.train import build_optimizer
 
+        # a large eps on one of them: Adam is otherwise nearly invariant to the gradients'
+        # scale, and the DDP tests must see a wrong gradient average
         return [
             build_optimizer(self.d.parameters(), config, lr=2 * config.lr),
-            build_optimizer(self.g.parameters(), config, betas=(0.5, 0.99)),
+            build_optimizer(self.g.parameters(), config, betas=(0.5, 0.99), eps=0.1),
         ]
 
     def train_step(self, batch, ctx):
@@ -143,9 +145,11 @@ def make_data(n: int, variant: str) -> tuple[ImageDataset, ImageDataset]:
 
 def train_one(kind: str, run_dir: str, args: argparse.Namespace) -> dict[str, torch.Tensor]:
     """Train model ``kind`` in ``run_dir``; returns its final state (and EMA, if any)."""
-    torch.manual_seed(0)  # model initialisation
-    stochastic = not args.deterministic
     rank = int(os.environ.get("RANK", "0"))
+    # model initialisation; --rank-init: different on every rank (training must start from
+    # rank 0's weights, which the Trainer broadcasts)
+    torch.manual_seed(rank if getattr(args, "rank_init", False) else 0)
+    stochastic = not args.deterministic
     nan_at = args.nan_at_step if args.nan_rank in (None, rank) else None
     if kind == "mlp":
         model: nn.Module = NoisyMLP(args.kill_at_step, stochastic, nan_at)
@@ -209,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--report-dir", default=None, help="per-rank JSON reports go here")
     ap.add_argument("--nan-at-step", type=int, default=None)
     ap.add_argument("--nan-rank", type=int, default=None, help="default: every rank")
+    ap.add_argument("--rank-init", action="store_true", help="initialise with seed = rank")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(1)
