@@ -1,0 +1,169 @@
+"""Trainer behaviours that mutation testing found unguarded (docs/MUTATION.md): a custom EMA
+of the wrong type, the order of the fallback among several checkpoints, the epoch time over
+mid-epoch checkpoints, empty cells in metrics.csv, the progress bar's arguments, and the
+helpers that shorten errors and pick unused names."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import pytest
+from _train_helpers import Regressor, cfg, regression_data
+from torch import nn
+
+import dgm_ext.train.trainer as trainer_mod
+from dgm_ext.train import Trainer, atomic_save, load_checkpoint
+
+
+def test_configure_ema_must_return_a_model_ema(tmp_path):
+    class WrongEMA(Regressor):
+        def configure_ema(self, decay):
+            return nn.Linear(1, 1)
+
+    with pytest.raises(TypeError) as e:
+        Trainer(WrongEMA(), cfg(tmp_path, epochs=1, ema_decay=0.9))
+    assert str(e.value) == "WrongEMA.configure_ema must return a ModelEMA, got Linear"
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_fallback_takes_the_newest_intact_epoch_file_skipping_bad_ones(tmp_path, caplog):
+    """last.pt, epoch-0004.pt and best.pt unreadable, epoch-0003.pt of another format: the
+    newest usable one is epoch-0002.pt (not epoch-0001.pt), found by reading past the bad
+    files newest first."""
+    data, val = regression_data(), regression_data(16)
+    Trainer(Regressor(), cfg(tmp_path, epochs=4, keep_last=4)).fit(data, val)
+    ckdir = tmp_path / "run" / "checkpoints"
+    for name in ("last.pt", "epoch-0004.pt", "best.pt"):
+        _truncate(ckdir / name)
+    atomic_save({"format": "other", "trainer": {}}, ckdir / "epoch-0003.pt")
+    t = Trainer(Regressor(), cfg(tmp_path, epochs=5, keep_last=4))
+    with caplog.at_level("WARNING", logger="dgm_ext.train"):
+        hist = t.fit(data, val)
+    assert f"resuming from {ckdir / 'epoch-0002.pt'} (epoch 2, step 8)" in caplog.text
+    assert [r["epoch"] for r in hist] == [1, 2, 3, 4, 5] and t.global_step == 20
+
+    # nothing usable at all: the error lists every candidate, newest first, with its reason
+    ckdir2 = tmp_path / "b" / "run" / "checkpoints"
+    Trainer(Regressor(), cfg(tmp_path / "b", epochs=2, keep_last=2)).fit(data, val)
+    for name in ("last.pt", "epoch-0002.pt", "best.pt"):
+        _truncate(ckdir2 / name)
+    atomic_save({"format": "other"}, ckdir2 / "epoch-0001.pt")
+    with pytest.raises(RuntimeError) as e:
+        Trainer(Regressor(), cfg(tmp_path / "b", epochs=3)).fit(data, val)
+    msg = str(e.value)
+    assert "epoch-0002.pt (unreadable: " in msg
+    assert "epoch-0001.pt (unknown format 'other')" in msg and "best.pt (unreadable: " in msg
+    assert msg.index("epoch-0002.pt") < msg.index("epoch-0001.pt") < msg.index("best.pt")
+
+
+class Slow(Regressor):
+    def training_step(self, batch):
+        time.sleep(0.03)
+        return super().training_step(batch)
+
+
+def test_epoch_time_counts_the_steps_before_a_mid_epoch_checkpoint(tmp_path):
+    # 64 examples, batch 16: 4 steps of >= 30 ms, a checkpoint after each of the first 3
+    rows = Trainer(Slow(), cfg(tmp_path, epochs=1, checkpoint_every=1)).fit(regression_data())
+    assert rows[0]["time_s"] >= 4 * 0.03
+
+
+def test_metrics_csv_leaves_a_metric_missing_from_a_row_empty(tmp_path):
+    class Late(Regressor):
+        def on_epoch_end(self, trainer, epoch):
+            return {"late": 1.5} if epoch == 1 else None
+
+    Trainer(Late(), cfg(tmp_path, epochs=2)).fit(regression_data())
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["late"] == "" and float(rows[1]["late"]) == 1.5
+
+
+def test_progress_bar_arguments(tmp_path, monkeypatch):
+    bars = []
+
+    class Bar:
+        def __init__(self, **kw):
+            bars.append(kw)
+
+        def update(self, n):
+            pass
+
+        def set_postfix(self, *a, **k):
+            pass
+
+        def close(self):
+            pass
+
+        write = staticmethod(lambda text: None)
+
+    monkeypatch.setattr(trainer_mod, "tqdm", Bar)
+    Trainer(Regressor(), cfg(tmp_path, epochs=2, progress=True)).fit(regression_data())
+    assert bars == [
+        dict(total=4, initial=0, desc=f"epoch {e}/2", disable=False, leave=False,
+             dynamic_ncols=True)
+        for e in (1, 2)
+    ]  # fmt: skip
+    bars.clear()
+    Trainer(Regressor(), cfg(tmp_path / "q", epochs=None, max_steps=2, progress=False)).fit(
+        regression_data()
+    )
+    assert bars == [dict(total=4, initial=0, desc="epoch 1", disable=True, leave=False,
+                         dynamic_ncols=True)]  # fmt: skip
+
+
+def test_resumed_mid_epoch_bar_starts_at_the_batch_reached(tmp_path, monkeypatch):
+    class Crash(Regressor):
+        steps = 0
+
+        def training_step(self, batch):
+            self.steps += 1
+            if self.steps == 3:
+                raise RuntimeError("crash")
+            return super().training_step(batch)
+
+    data = regression_data()
+    with pytest.raises(RuntimeError, match="crash"):
+        Trainer(Crash(), cfg(tmp_path, epochs=1, checkpoint_every=1)).fit(data)
+    ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ck["trainer"]["batch_in_epoch"] == 2
+    bars = []
+
+    class Bar:
+        def __init__(self, **kw):
+            bars.append(kw)
+
+        update = set_postfix = close = lambda self, *a, **k: None
+
+    monkeypatch.setattr(trainer_mod, "tqdm", Bar)
+    Trainer(Regressor(), cfg(tmp_path, epochs=1)).fit(data)
+    assert bars[0]["initial"] == 2 and bars[0]["total"] == 4
+
+
+@pytest.mark.parametrize(
+    ("exc", "want"),
+    [
+        (ValueError("bad\nsecond line"), "ValueError: bad"),
+        (KeyError(), "KeyError"),
+        (OSError("x" * 186), "OSError: " + "x" * 186),  # exactly 195 characters: kept
+        (OSError("x" * 191), "OSError: " + "x" * 191),  # exactly 200 characters: kept
+        (OSError("x" * 192), "OSError: " + "x" * 188 + "..."),  # 201: cut to 200
+    ],
+)
+def test_short_error(exc, want):
+    got = trainer_mod._short_error(exc)
+    assert got == want and len(got) <= 200
+
+
+def test_unused_path(tmp_path):
+    p = tmp_path / "old"
+    assert trainer_mod._unused_path(p) == p
+    p.mkdir()
+    assert trainer_mod._unused_path(p) == tmp_path / "old-2"
+    (tmp_path / "old-2").write_text("")
+    assert trainer_mod._unused_path(p) == tmp_path / "old-3"
