@@ -5,7 +5,10 @@
 Both providers run the same vae-elbo model (784-300-300-100, Bernoulli, batch 64) on the
 same data; ``fused`` uses ``dgm_ext.ops``, ``reference`` uses ``dgm_ext.ops.reference``.
 The trainer case times a fixed number of optimiser steps through ``dgm_ext.train.Trainer``
-(fresh run directory every round, so no resume); the evaluation case times log p(x) with
+(fresh run directory every round, so no resume), for the plain model (``flow`` 0) and the
+vae-flow models with an amortised planar posterior of 10 and 40 layers (fused: the per-row
+op ``planar_flow_rows``; reference: its plain-PyTorch loop over the layers). 200 steps are a
+quarter of a vae-elbo / vae-flow epoch (782 steps). The evaluation case times log p(x) with
 K=200 importance samples for 100 images (the 200×100×784 Bernoulli of SPEC §4).
 Every case runs on each device of ``cases.DEVICES`` (the CPU, and CUDA when available);
 CUDA rounds end with ``torch.cuda.synchronize``.
@@ -63,10 +66,18 @@ def _data() -> tuple[ImageDataset, str]:
 DATA, DATA_SOURCE = _data()
 
 
-def _model(provider: str):
+FLOWS = [0, 10, 40]
+
+
+def _model(provider: str, flow: int = 0):
     torch.manual_seed(0)
     return build_vae(
-        ops=provider, arch="mlp-deep", latent_dim=100, likelihood="bernoulli", decoder_shift=-5.0
+        ops=provider,
+        arch="mlp-deep",
+        latent_dim=100,
+        likelihood="bernoulli",
+        decoder_shift=-5.0,
+        flow_length=flow,
     )
 
 
@@ -95,8 +106,9 @@ def _info(provider: str, device: str) -> dict:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("flow", FLOWS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_vae_trainer_steps(benchmark, device: str, provider: str) -> None:
+def test_vae_trainer_steps(benchmark, device: str, flow: int, provider: str) -> None:
     _skip_unbuilt(device, provider)
     tmp = tempfile.TemporaryDirectory()
     counter = iter(range(10**6))
@@ -111,15 +123,16 @@ def test_vae_trainer_steps(benchmark, device: str, provider: str) -> None:
             progress=False,
             device=device,
         )
-        return (Trainer(_model(provider), cfg),), {}
+        return (Trainer(_model(provider, flow), cfg),), {}
 
     def run(trainer):
         rows = trainer.fit(DATA)
         _sync(device)
         return rows
 
-    benchmark.group = _group(f"vae trainer | {STEPS} steps, batch {BATCH}", device)
-    benchmark.extra_info.update(_info(provider, device), steps=STEPS, batch=BATCH)
+    name = "vae trainer" if flow == 0 else f"vae-flow trainer K={flow}"
+    benchmark.group = _group(f"{name} | {STEPS} steps, batch {BATCH}", device)
+    benchmark.extra_info.update(_info(provider, device), steps=STEPS, batch=BATCH, flow=flow)
     rows = benchmark.pedantic(run, setup=setup, rounds=2 if QUICK else 5, warmup_rounds=1)
     assert rows and torch.isfinite(torch.tensor(rows[-1]["train_loss"]))
     tmp.cleanup()
