@@ -1,0 +1,245 @@
+"""Unit tests of dgm_ext.vae pieces that mutation testing found unguarded (docs/MUTATION.md):
+likelihood defaults, dequantisation and pixel subsets against torch.distributions, the planar
+posterior's construction, the batched planar reference, data-set and latent-space helpers,
+and the VAE file format."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import distributions as D
+
+import dgm_ext.ops as fused
+import dgm_ext.ops.reference as reference_ops
+from dgm_ext.vae import (
+    PlanarPosterior,
+    build_vae,
+    different_class_pairs,
+    load_vae,
+    manifold_grid,
+    pca,
+    planar_flow_batched,
+    save_vae,
+)
+from dgm_ext.vae.evaluate import dataset_images
+from dgm_ext.vae.likelihoods import BetaLikelihood, GaussianLikelihood
+
+LIKELIHOODS = [GaussianLikelihood, BetaLikelihood]
+
+
+# -- likelihoods ------------------------------------------------------------------------------
+def test_gaussian_defaults():
+    lik = GaussianLikelihood()
+    assert lik.dequantize is True and lik.logvar.shape == (784,)
+    assert torch.equal(lik.logvar.detach(), torch.full((784,), math.log(0.05)))
+    assert BetaLikelihood().dequantize is True and BetaLikelihood().eps == 1e-6
+
+
+@pytest.mark.parametrize("cls", LIKELIHOODS)
+def test_prepare_dequantises_levels_uniformly_within_their_bin(cls):
+    images = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    torch.manual_seed(5)
+    x = cls().prepare(images)
+    torch.manual_seed(5)
+    u = torch.rand(3, 784)
+    levels = torch.round(images.flatten(1) * 255.0)
+    assert x.dtype == torch.float32 and x.shape == (3, 784)
+    assert torch.equal(x, ((levels.float() + u) / 256.0))
+    # without dequantisation: the images as float32, unchanged
+    raw = cls(dequantize=False).prepare(images)
+    assert raw.dtype == torch.float32 and torch.equal(raw, images.flatten(1).float())
+
+
+def _out(n_params, dtype=torch.float64):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(2, 3, n_params, 10, generator=g, dtype=dtype)
+
+
+def test_gaussian_log_prob_on_a_pixel_subset_matches_torch_distributions():
+    lik = GaussianLikelihood(num_pixels=10)
+    with torch.no_grad():
+        lik.logvar.copy_(torch.linspace(-3.0, 0.5, 10))
+    out, x = _out(1), torch.rand(3, 10, dtype=torch.float64)
+    index = torch.tensor([7, 0, 4])
+    got = lik.log_prob(out, x, fused, index=index)
+    mean = torch.sigmoid(out[..., 0, :])[..., index]
+    std = torch.exp(0.5 * lik.logvar.detach().double()[index])
+    want = D.Normal(mean, std).log_prob(x[:, index]).sum(-1)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want)
+    full = lik.log_prob(out, x, fused)
+    std = torch.exp(0.5 * lik.logvar.detach().double())
+    torch.testing.assert_close(
+        full, D.Normal(torch.sigmoid(out[..., 0, :]), std).log_prob(x).sum(-1)
+    )
+
+
+def test_gaussian_sample_uses_the_learned_variance():
+    lik = GaussianLikelihood(num_pixels=10)
+    with torch.no_grad():
+        lik.logvar.copy_(torch.linspace(-6.0, -2.0, 10))
+    out = _out(1, torch.float32)
+    torch.manual_seed(3)
+    got = lik.sample(out)
+    torch.manual_seed(3)
+    m = torch.sigmoid(out[..., 0, :])
+    want = (m + torch.randn_like(m) * torch.exp(0.5 * lik.logvar.detach())).clamp(0.0, 1.0)
+    torch.testing.assert_close(got, want)
+
+
+def test_beta_log_prob_mean_and_eps_match_torch_distributions():
+    lik = BetaLikelihood(eps=1e-2)
+    out = _out(2)
+    x = torch.rand(3, 10, dtype=torch.float64)
+    x[:, 0], x[:, 1] = 0.0, 1.0  # clamped to [eps, 1 - eps]
+    index = torch.tensor([1, 0, 6])
+    conc = torch.nn.functional.softplus(out) + 1e-3
+    a, b = conc[..., 0, :], conc[..., 1, :]
+    got = lik.log_prob(out, x, fused, index=index)
+    want = D.Beta(a[..., index], b[..., index]).log_prob(x[:, index].clamp(1e-2, 1 - 1e-2)).sum(-1)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(lik.mean(out), a / (a + b))
+
+
+# -- planar posterior and the batched reference -----------------------------------------------
+def test_planar_posterior_construction():
+    with pytest.raises(ValueError) as e:
+        PlanarPosterior(3, 0, 8)
+    assert str(e.value) == "length (number of planar layers) must be >= 1, got 0"
+    one = PlanarPosterior(3, 1, 8)
+    assert one.amortized and one.head.out_features == 1 * (2 * 3 + 1)
+    torch.manual_seed(0)
+    big = PlanarPosterior(50, 20, 400)
+    assert 0.9e-3 < float(big.head.weight.detach().std()) < 1.1e-3 and not big.head.bias.any()
+    flat = PlanarPosterior(50, 20, 400, amortized=False)
+    for p in (flat.u, flat.w):
+        assert p.shape == (20, 50) and 0.009 < float(p.detach().std()) < 0.011
+    assert not flat.b.any()
+
+
+def test_planar_posterior_params_keep_batch_dimensions():
+    post = PlanarPosterior(3, 4, 8)
+    h = torch.randn(2, 5, 8)
+    u, w, b = post.params(h)
+    assert u.shape == w.shape == (2, 5, 4, 3) and b.shape == (2, 5, 4)
+    p = post.head(h)
+    assert torch.equal(u[1, 2, 3], p[1, 2, 9:12]) and torch.equal(w[0, 4, 1], p[0, 4, 15:18])
+
+
+def test_planar_flow_batched_matches_the_per_row_reference():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 6, 3, generator=g, dtype=torch.float64)  # (S, N, d)
+    u, w = (torch.randn(6, 5, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    b = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    zk, logdet = planar_flow_batched(z, u, w, b)
+    ref_z, ref_ld = reference_ops.planar_flow_rows(z, u, w, b)
+    assert logdet.shape == (4, 6) and logdet.dtype == torch.float64
+    torch.testing.assert_close(zk, ref_z)
+    torch.testing.assert_close(logdet, ref_ld)
+    # no layers: the identity, with a zero log-det of z's dtype and batch shape
+    zk, logdet = planar_flow_batched(z, u[:, :0], w[:, :0], b[:, :0])
+    assert torch.equal(zk, z) and logdet.dtype == torch.float64 and logdet.shape == (4, 6)
+    assert not logdet.any()
+
+
+def test_planar_flow_batched_log_det_is_finite_where_the_layer_is_singular():
+    # w·u = -1 at w·z + b = 0: the Jacobian determinant is 0; the 1e-12 guard keeps it finite
+    z = torch.zeros(1, 2, dtype=torch.float64)
+    u, w = torch.tensor([[-1.0, 0.0]], dtype=torch.float64), torch.tensor([[1.0, 0.0]])
+    _, logdet = planar_flow_batched(z, u, w.double(), torch.zeros(1, dtype=torch.float64))
+    assert logdet.item() == pytest.approx(math.log(1e-12))
+
+
+# -- data and latent helpers --------------------------------------------------------------------
+class _WithImages:
+    def __init__(self, images):
+        self.images = images
+
+
+def test_dataset_images_accepts_each_container_and_limits():
+    t = torch.arange(12.0).reshape(6, 2)
+    labels = torch.arange(6)
+    for data in (t, (t, labels), [t, labels], _WithImages(t)):
+        assert dataset_images(data) is t
+        assert torch.equal(dataset_images(data, limit=4), t[:4])
+    for bad in ((), [labels.tolist()], "images", None):
+        with pytest.raises(TypeError) as e:
+            dataset_images(bad)
+        assert str(e.value) == (
+            f"data must be a tensor or have an .images tensor, got {type(bad)!r}"
+        )
+
+
+def test_different_class_pairs():
+    labels = torch.tensor([0, 0, 1, 0, 1, 0, 1, 1])
+    torch.manual_seed(11)
+    pairs = different_class_pairs(labels, 6)
+    after = torch.rand(())
+    torch.manual_seed(11)
+    assert torch.equal(after, torch.rand(())), "consumed the global RNG"
+    assert len(pairs) == 6 and all(labels[i] != labels[j] for i, j in pairs)
+    assert (
+        pairs
+        == different_class_pairs(labels, 6, seed=0)
+        != different_class_pairs(labels, 6, seed=1)
+    )
+    with pytest.raises(ValueError) as e:
+        different_class_pairs(torch.zeros(5, dtype=torch.long), 2)
+    assert str(e.value) == "labels: need at least two classes to form pairs"
+
+
+def test_manifold_grid_defaults_and_bounds():
+    z = manifold_grid()
+    assert z.shape == (400, 2) and torch.equal(z, manifold_grid(20, 0.05, 0.95))
+    q = D.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0).icdf(
+        torch.linspace(0.05, 0.95, 20, dtype=torch.float64)
+    )
+    assert torch.equal(z[:20, 0], q.float())  # computed in float64, then rounded once
+    assert manifold_grid(2).shape == (4, 2)
+    for kw, msg in [
+        ({"n": 1}, "n must be >= 2, got 1"),
+        ({"lo": 0.5, "hi": 0.5}, "need 0 < lo < hi < 1, got lo=0.5, hi=0.5"),
+        ({"hi": 1.0}, "need 0 < lo < hi < 1, got lo=0.05, hi=1.0"),
+        ({"lo": 0.0}, "need 0 < lo < hi < 1, got lo=0.0, hi=0.95"),
+    ]:
+        with pytest.raises(ValueError) as e:
+            manifold_grid(**kw)
+        assert str(e.value) == msg
+
+
+def test_pca_explained_variance_and_bounds():
+    g = torch.Generator().manual_seed(0)
+    # independent columns with standard deviations 3, 2, 1: explained variance 9:4:1
+    x = torch.randn(20000, 3, generator=g, dtype=torch.float64) * torch.tensor([3.0, 2.0, 1.0])
+    proj, comps, ratio = pca(x)
+    assert proj.shape == (20000, 2) and comps.shape == (2, 3)
+    torch.testing.assert_close(ratio, torch.tensor([9 / 14, 4 / 14]), atol=0.01, rtol=0)
+    assert pca(x, 1)[0].shape == (20000, 1) and pca(x, 3)[2].sum() == pytest.approx(1.0)
+    for bad, k in [(x, 0), (x, 4), (x[None], 2)]:
+        with pytest.raises(ValueError, match="x must be \\(N, L\\) with k <= min\\(N, L\\)"):
+            pca(bad, k)
+
+
+# -- the model and its file -------------------------------------------------------------------
+def test_vae_forward_is_the_per_example_elbo():
+    model = build_vae(arch="mlp", latent_dim=3, hidden=8)
+    images = torch.rand(4, 1, 28, 28)
+    torch.manual_seed(2)
+    got = model(images)
+    torch.manual_seed(2)
+    assert got.shape == (4,) and torch.equal(got, model.elbo_terms(images)["elbo"])
+
+
+def test_save_vae_into_new_folders_and_load_refuses_pickled_code(tmp_path):
+    model = build_vae(arch="mlp", latent_dim=3, hidden=8)
+    path = save_vae(model, tmp_path / "a" / "b" / "model.pt")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]
+    assert load_vae(path).config == model.config
+    blob = torch.load(path, weights_only=True)
+    blob["extra"] = _WithImages(None)  # an arbitrary pickled object
+    torch.save(blob, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match=r"weights_only|Unsupported global"):
+        load_vae(tmp_path / "evil.pt")
