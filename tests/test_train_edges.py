@@ -6,6 +6,7 @@ helpers that shorten errors and pick unused names."""
 from __future__ import annotations
 
 import csv
+import re
 import time
 
 import pytest
@@ -167,3 +168,65 @@ def test_unused_path(tmp_path):
     assert trainer_mod._unused_path(p) == tmp_path / "old-2"
     (tmp_path / "old-2").write_text("")
     assert trainer_mod._unused_path(p) == tmp_path / "old-3"
+
+
+def test_progress_bar_shows_the_loss_or_the_first_metric(tmp_path, monkeypatch):
+    postfixes = []
+
+    class Bar:
+        def __init__(self, **kw):
+            pass
+
+        def set_postfix(self, *args, **kw):
+            postfixes.append((args, kw))
+
+        update = close = lambda self, *a, **k: None
+
+    class NoLoss(nn.Module):
+        """A custom step whose metrics have no 'loss' key."""
+
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 1)
+
+        def train_step(self, batch, ctx):
+            x, y = batch
+            err = self.lin(x).squeeze(-1) - y
+            mse = (err**2).mean()
+            ctx.step(ctx.optimizers[0], mse)
+            return {"mse": mse.detach(), "mae": 2.5}
+
+    class LossSecond(Regressor):
+        def training_step(self, batch):
+            out = super().training_step(batch)
+            return {"mae": out["mae"], "loss": out["loss"]}
+
+    monkeypatch.setattr(trainer_mod, "tqdm", Bar)
+    Trainer(LossSecond(), cfg(tmp_path, epochs=1, log_every=2)).fit(regression_data())
+    assert len(postfixes) == 2  # steps 2 and 4
+    for args, kw in postfixes:
+        assert kw == {"refresh": False} and list(args[0]) == ["loss"]
+        assert float(args[0]["loss"]) > 0
+    postfixes.clear()
+    Trainer(NoLoss(), cfg(tmp_path / "n", epochs=1, log_every=4)).fit(regression_data())
+    ((args, kw),) = postfixes
+    assert list(args[0]) == ["mse"] and kw == {"refresh": False}
+
+
+def test_resume_false_moves_every_earlier_file_including_tensorboard(tmp_path, caplog):
+    data = regression_data()
+    Trainer(Regressor(), cfg(tmp_path, epochs=1, tensorboard=True)).fit(data)
+    run = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="dgm_ext.train"):
+        Trainer(Regressor(), cfg(tmp_path, epochs=1, resume=False)).fit(data)
+    (old,) = run.glob("old-*")
+    assert re.fullmatch(r"old-\d{8}-\d{6}", old.name), old.name
+    assert sorted(p.name for p in old.iterdir()) == [
+        "checkpoints", "config.json", "metrics.csv", "metrics.jsonl", "tb"
+    ]  # fmt: skip
+    assert not (run / "tb").exists()
+    assert (
+        f"resume=False: {run} held an earlier run; its checkpoints, metrics.jsonl, metrics.csv, "
+        f"config.json, tb were moved to {old} (nothing was deleted) and training starts from "
+        "scratch"
+    ) in caplog.text

@@ -87,6 +87,9 @@ class TwoPlayer(nn.Module):
         super().__init__()
         self.g = nn.Linear(16, 4)
         self.d = nn.Linear(16, 4)
+        # in the generator's optimiser but never used: it has no gradient, which the manual
+        # DDP gradient average must leave as it is (None)
+        self.g_unused = nn.Parameter(torch.zeros(3))
         self.kill_at = kill_at
 
     def configure_optimizers(self, config):
@@ -96,7 +99,9 @@ class TwoPlayer(nn.Module):
         # scale, and the DDP tests must see a wrong gradient average
         return [
             build_optimizer(self.d.parameters(), config, lr=2 * config.lr),
-            build_optimizer(self.g.parameters(), config, betas=(0.5, 0.99), eps=0.1),
+            build_optimizer(
+                [*self.g.parameters(), self.g_unused], config, betas=(0.5, 0.99), eps=0.1
+            ),
         ]
 
     def train_step(self, batch, ctx):
