@@ -243,3 +243,90 @@ def test_save_vae_into_new_folders_and_load_refuses_pickled_code(tmp_path):
     torch.save(blob, tmp_path / "evil.pt")
     with pytest.raises(Exception, match=r"weights_only|Unsupported global"):
         load_vae(tmp_path / "evil.pt")
+
+
+# -- networks -----------------------------------------------------------------------------------
+def _layers(module: torch.nn.Module) -> list[str]:
+    out = []
+    for m in module.modules():
+        if list(m.children()):
+            continue
+        name = type(m).__name__
+        if isinstance(m, torch.nn.Linear):
+            out.append(f"Linear({m.in_features},{m.out_features})")
+        elif isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            k, s, p = m.kernel_size[0], m.stride[0], m.padding[0]
+            out.append(f"{name}({m.in_channels},{m.out_channels},k{k},s{s},p{p})")
+        else:
+            out.append(name)
+    return out
+
+
+ARCH_LAYERS = {
+    # SPEC §3: vae-mlp 784-500-L (ReLU); vae-elbo 784-300-300-2L (ELU); the conv VAE
+    "mlp": (
+        ["Linear(784,500)", "ReLU", "Linear(500,16)", "Linear(500,16)"],
+        ["Linear(16,500)", "ReLU", "Linear(500,1568)"],
+    ),
+    "mlp-deep": (
+        ["Linear(784,300)", "ELU", "Linear(300,300)", "ELU", "Linear(300,32)"],
+        ["Linear(16,300)", "ELU", "Linear(300,300)", "ELU", "Linear(300,1568)"],
+    ),
+    "conv": (
+        ["Conv2d(1,32,k3,s1,p1)", "ReLU", "MaxPool2d", "Conv2d(32,64,k3,s1,p1)", "ReLU",
+         "MaxPool2d", "Conv2d(64,128,k3,s1,p1)", "ReLU", "MaxPool2d", "Flatten",
+         "Linear(1152,16)", "Linear(1152,16)"],
+        ["Linear(16,6272)", "ReLU", "ConvTranspose2d(128,64,k4,s2,p1)", "ReLU",
+         "ConvTranspose2d(64,32,k4,s2,p1)", "ReLU", "Conv2d(32,2,k3,s1,p1)"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_LAYERS))
+def test_default_architectures_layer_by_layer(arch):
+    from dgm_ext.vae.networks import make_decoder, make_encoder
+
+    enc, dec = make_encoder(arch, 16), make_decoder(arch, 16, 2)
+    assert (_layers(enc), _layers(dec)) == ARCH_LAYERS[arch]
+    x = torch.rand(5, 1, 28, 28)
+    mu, logvar, h = enc(x)
+    assert mu.shape == logvar.shape == (5, 16) and h.shape == (5, enc.feature_dim)
+    assert dec(mu).shape == (5, 2, 784)
+    with pytest.raises(ValueError) as e:
+        make_encoder("resnet", 16)
+    assert str(e.value) == "arch must be one of ('mlp', 'mlp-deep', 'conv'), got 'resnet'"
+    with pytest.raises(ValueError) as e:
+        make_decoder("resnet", 16, 1)
+    assert str(e.value) == "arch must be one of ('mlp', 'mlp-deep', 'conv'), got 'resnet'"
+
+
+def test_deep_decoder_shift_and_conv_width():
+    from dgm_ext.vae.networks import ConvDecoder, make_decoder
+
+    dec = make_decoder("mlp-deep", 4, 1, shift=-5.0)
+    with torch.no_grad():
+        dec.net[-1].weight.zero_()
+        dec.net[-1].bias.zero_()
+    assert torch.equal(dec(torch.randn(3, 4)), torch.full((3, 1, 784), -5.0))
+    assert make_decoder("mlp-deep", 4, 1).shift == 0.0
+    assert _layers(ConvDecoder(4, width=8))[0] == "Linear(4,392)"
+    assert ConvDecoder(4, width=4)(torch.randn(2, 4)).shape == (2, 1, 784)
+    for width in (0, 2, 6):
+        with pytest.raises(ValueError) as e:
+            ConvDecoder(4, width=width)
+        assert str(e.value) == f"width must be a positive multiple of 4, got {width}"
+
+
+def test_amortisation_gap_is_optimised_minus_encoder_elbo():
+    from dgm_ext.vae import amortisation_gap
+
+    torch.manual_seed(0)
+    model = build_vae(arch="mlp", latent_dim=2, hidden=16)
+    images = (torch.rand(6, 1, 28, 28) < 0.3).float()
+    res = amortisation_gap(model, images, steps=30, lr=5e-2, eval_samples=20)
+    assert res["gap"] == pytest.approx(res["optimised_elbo"] - res["encoder_elbo"], abs=1e-3)
+    assert res["optimised_elbo"] > res["encoder_elbo"]  # 30 steps of per-example Adam help
+    assert len(res["history"]) == 30 and res["history"][-1] > res["history"][0]
+    mu_e, _, _ = model.encode(images)
+    assert torch.equal(res["mu_encoder"], mu_e.detach())
+    assert res["mu_optimised"].shape == res["logvar_optimised"].shape == (6, 2)
