@@ -330,3 +330,65 @@ def test_amortisation_gap_is_optimised_minus_encoder_elbo():
     mu_e, _, _ = model.encode(images)
     assert torch.equal(res["mu_encoder"], mu_e.detach())
     assert res["mu_optimised"].shape == res["logvar_optimised"].shape == (6, 2)
+
+
+# -- Bernoulli and categorical likelihoods ------------------------------------------------------
+def test_levels_and_bernoulli_prepare():
+    from dgm_ext.vae.likelihoods import BernoulliLikelihood, _levels
+
+    grey = torch.tensor([[-0.1, 0.0, 0.5 / 255, 127.4 / 255, 127.6 / 255, 1.0, 1.2]])
+    assert torch.equal(_levels(grey), torch.tensor([[0, 0, 0, 127, 128, 255, 255]]))
+    assert _levels(grey).dtype == torch.int64
+    lik = BernoulliLikelihood("threshold")
+    assert (lik.binarize, lik.bins) == ("threshold", 2) and BernoulliLikelihood().bins == 2
+    x = lik.prepare(grey.double())
+    assert x.dtype == torch.float32 and torch.equal(x, torch.tensor([[0.0, 0, 0, 0, 1, 1, 1]]))
+    plain = BernoulliLikelihood()
+    levels = torch.tensor([[0, 51, 255]])
+    assert torch.equal(plain.prepare(levels), torch.tensor([[0.0, 0.2, 1.0]]))
+    soft = plain.prepare(torch.tensor([[0.25, 1.0]], dtype=torch.float64))
+    assert soft.dtype == torch.float32 and torch.equal(soft, torch.tensor([[0.25, 1.0]]))
+    with pytest.raises(ValueError) as e:
+        BernoulliLikelihood("round")
+    assert str(e.value) == "binarize must be None or 'threshold', got 'round'"
+
+
+def test_bernoulli_log_prob_in_float64_on_a_pixel_subset():
+    from dgm_ext.vae.likelihoods import BernoulliLikelihood
+
+    out, x = _out(1), (torch.rand(3, 10) < 0.5).float()
+    index = torch.tensor([9, 2])
+    got = BernoulliLikelihood().log_prob(out, x, fused, index=index)
+    want = D.Bernoulli(logits=out[..., 0, index]).log_prob(x[:, index].double()).sum(-1)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want)
+
+
+def test_categorical_likelihood():
+    from dgm_ext.vae import make_likelihood
+    from dgm_ext.vae.likelihoods import CategoricalLikelihood
+
+    lik = CategoricalLikelihood()
+    assert (lik.k, lik.bins, lik.n_params) == (4, 4, 4)
+    assert make_likelihood("categorical").k == 4
+    assert make_likelihood("gaussian").logvar.shape == (784,)
+    for k in (2, 256):
+        assert CategoricalLikelihood(k).bins == k
+    for k in (1, 3, 512, 4.0):
+        with pytest.raises(ValueError) as e:
+            CategoricalLikelihood(k)
+        assert (
+            str(e.value) == f"k (number of bins) must be an integer divisor of 256 >= 2, got {k!r}"
+        )
+    out = _out(4)  # (2, 3, k=4, D=10)
+    x = torch.randint(0, 4, (3, 10))
+    index = torch.tensor([5, 1, 8])
+    got = lik.log_prob(out, x, fused, index=index)
+    want = D.Categorical(logits=out[..., index].transpose(-1, -2)).log_prob(x[:, index]).sum(-1)
+    torch.testing.assert_close(got, want)
+    probs = torch.softmax(out, dim=-2)
+    centres = torch.tensor([0.125, 0.375, 0.625, 0.875], dtype=torch.float64)
+    torch.testing.assert_close(lik.mean(out), (probs * centres[:, None]).sum(-2))
+    torch.manual_seed(1)
+    s = lik.sample(out)
+    assert s.shape == (2, 3, 10) and set(s.unique().tolist()) <= set(centres.tolist())
