@@ -392,3 +392,51 @@ def test_categorical_likelihood():
     torch.manual_seed(1)
     s = lik.sample(out)
     assert s.shape == (2, 3, 10) and set(s.unique().tolist()) <= set(centres.tolist())
+
+
+# -- the VAE model's plumbing ------------------------------------------------------------------
+def test_vae_config_reaches_its_parts():
+    m = build_vae(arch="mlp-deep", latent_dim=3, hidden=12, likelihood="bernoulli",
+                  binarize="threshold", decoder_shift=-2.0, flow_length=1)  # fmt: skip
+    assert m.likelihood.binarize == "threshold" and m.decoder.shift == -2.0
+    assert m.encoder.feature_dim == 12 and m.decoder.net[0].out_features == 12
+    assert m.flow is not None and m.flow.length == 1
+    assert build_vae(arch="mlp", latent_dim=3, hidden=8).flow is None
+
+
+def test_training_step_metrics_and_bits_per_dim():
+    images = torch.rand(4, 1, 28, 28)
+    for lik, offset in (("bernoulli", 0.0), ("gaussian", 784 * math.log(256.0))):
+        m = build_vae(arch="mlp", latent_dim=3, hidden=8, likelihood=lik)
+        torch.manual_seed(0)
+        out = m.training_step(images)
+        torch.manual_seed(0)
+        t = m.elbo_terms(images)
+        assert float(out["rec"]) == pytest.approx(-float(t["rec"].detach().mean()))
+        assert float(out["loss"].detach()) == pytest.approx(-float(t["elbo"].mean()))
+        want_bpd = (-float(out["elbo"]) + offset) / (784 * math.log(2.0))
+        assert float(out["bpd"]) == pytest.approx(want_bpd)
+        torch.manual_seed(0)
+        same = m.training_step((images, torch.zeros(4)))  # (images, labels) batches
+        assert float(same["loss"].detach()) == float(out["loss"].detach())
+
+
+def test_encode_accepts_8_bit_levels_and_log_weights_prepares_targets():
+    m = build_vae(arch="mlp", latent_dim=3, hidden=8)
+    levels = torch.randint(0, 256, (2, 1, 28, 28))
+    mu_l, lv_l, _ = m.encode(levels)
+    mu_f, lv_f, _ = m.encode(levels.float() / 255.0)
+    assert torch.equal(mu_l, mu_f) and torch.equal(lv_l, lv_f)
+    images = (torch.rand(2, 1, 28, 28) < 0.5).float()
+    torch.manual_seed(4)
+    a = m.log_weights(images, 3)
+    torch.manual_seed(4)
+    b = m.log_weights(images, 3, x=m.prepare(images))
+    assert a.shape == (3, 2) and torch.equal(a, b)
+
+
+def test_posterior_samples_in_float64():
+    m = build_vae(arch="mlp", latent_dim=3, hidden=8, flow_length=2).double()
+    mu, logvar, h = (torch.randn(2, n, dtype=torch.float64) for n in (3, 3, 8))
+    z, log_q = m.sample_posterior(mu, logvar, h, n_samples=5)
+    assert z.dtype == log_q.dtype == torch.float64 and z.shape == (5, 2, 3)
