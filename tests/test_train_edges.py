@@ -214,6 +214,7 @@ def test_progress_bar_shows_the_loss_or_the_first_metric(tmp_path, monkeypatch):
 
 
 def test_resume_false_moves_every_earlier_file_including_tensorboard(tmp_path, caplog):
+    pytest.importorskip("tensorboard")
     data = regression_data()
     Trainer(Regressor(), cfg(tmp_path, epochs=1, tensorboard=True)).fit(data)
     run = tmp_path / "run"
