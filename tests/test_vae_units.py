@@ -440,3 +440,92 @@ def test_posterior_samples_in_float64():
     mu, logvar, h = (torch.randn(2, n, dtype=torch.float64) for n in (3, 3, 8))
     z, log_q = m.sample_posterior(mu, logvar, h, n_samples=5)
     assert z.dtype == log_q.dtype == torch.float64 and z.shape == (5, 2, 3)
+
+
+# -- inference without an encoder ---------------------------------------------------------------
+def _tiny_gaussian_vae():
+    torch.manual_seed(0)
+    return build_vae(arch="mlp", latent_dim=2, hidden=8, likelihood="gaussian")
+
+
+def test_fit_posterior_is_adam_on_the_single_sample_elbo():
+    """fit_posterior against a hand-written loop: Adam (lr 0.05) on per-example (mu, logvar)
+    from N(0, I), one reparameterised sample per step, closed-form KL."""
+    import inspect
+
+    from dgm_ext.vae import fit_posterior
+
+    defaults = inspect.signature(fit_posterior).parameters
+    assert (defaults["steps"].default, defaults["lr"].default) == (500, 5e-2)
+    assert defaults["n_samples"].default == 1
+    model = _tiny_gaussian_vae()
+    images = torch.rand(3, 1, 28, 28)
+    x = model.prepare(images)
+    torch.manual_seed(1)
+    mu, logvar, hist = fit_posterior(model, images, steps=4, lr=0.05, x=x)
+
+    torch.manual_seed(1)
+    m = torch.zeros(3, 2, requires_grad=True)
+    lv = torch.zeros(3, 2, requires_grad=True)
+    opt = torch.optim.Adam([m, lv], lr=0.05)
+    want = []
+    for _ in range(4):
+        z = m + torch.exp(0.5 * lv) * torch.randn(1, 3, 2)
+        mean = torch.sigmoid(model.decode(z)[..., 0, :])
+        std = torch.exp(0.5 * model.likelihood.logvar)
+        rec = D.Normal(mean, std).log_prob(x).sum(-1).mean(0)
+        kl = 0.5 * (m**2 + lv.exp() - 1 - lv).sum(-1)
+        elbo = rec - kl
+        opt.zero_grad()
+        (-elbo.sum()).backward()
+        opt.step()
+        want.append(float(elbo.detach().mean()))
+    torch.testing.assert_close(mu, m.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logvar, lv.detach(), rtol=1e-4, atol=1e-5)
+    assert hist == pytest.approx(want, rel=1e-5)
+    # an initial posterior is copied, not trained in place
+    init = (torch.ones(3, 2), torch.zeros(3, 2))
+    mu2, _, _ = fit_posterior(model, images, steps=1, init=init)
+    assert torch.equal(init[0], torch.ones(3, 2)) and not torch.equal(mu2, torch.zeros(3, 2))
+    assert (mu2 - 1).abs().max() < 0.1  # one step of 0.05 from the initial mean
+    with pytest.raises(ValueError) as e:
+        fit_posterior(model, images, steps=0)
+    assert str(e.value) == "steps must be >= 1, got 0"
+
+
+def test_amortisation_gap_and_completion_use_their_arguments():
+    import inspect
+
+    from dgm_ext.vae import amortisation_gap, complete_left_half, fit_posterior, posterior_elbo
+    from dgm_ext.vae.no_encoder import left_half_index
+
+    for fn in (amortisation_gap, complete_left_half):
+        p = inspect.signature(fn).parameters
+        assert (p["steps"].default, p["lr"].default) == (500, 5e-2)
+    assert inspect.signature(amortisation_gap).parameters["eval_samples"].default == 100
+    assert inspect.signature(posterior_elbo).parameters["n_samples"].default == 100
+    assert left_half_index(4, 2).tolist() == [0, 1, 4, 5]
+    assert left_half_index(5, 1).tolist() == [0, 1]
+    assert left_half_index().shape == (392,)
+
+    model = _tiny_gaussian_vae()
+    images = torch.rand(2, 1, 28, 28)
+    torch.manual_seed(3)
+    res = amortisation_gap(model, images, steps=3, lr=0.2, eval_samples=7)
+    torch.manual_seed(3)
+    x = model.prepare(images)  # the same dequantisation draw as amortisation_gap's
+    mu, lv, _ = fit_posterior(model, images, steps=3, lr=0.2, x=x)
+    assert torch.equal(res["mu_optimised"], mu) and torch.equal(res["logvar_optimised"], lv)
+
+    torch.manual_seed(4)
+    out = complete_left_half(model, images, steps=2, lr=0.3)
+    torch.manual_seed(4)
+    mu, lv, hist = fit_posterior(model, images, steps=2, lr=0.3, index=left_half_index())
+    assert torch.equal(out["mu"], mu) and torch.equal(out["logvar"], lv)
+    assert out["history"].tolist() == hist
+    decoded = model.likelihood.mean(model.decode(mu)).reshape(-1, 1, 28, 28).detach()
+    assert torch.equal(out["decoded"], decoded)
+    assert torch.equal(out["completion"][..., :14], images[..., :14])
+    assert torch.equal(out["completion"][..., 14:], decoded[..., 14:])
+    assert torch.equal(out["observed"][..., :14], images[..., :14])
+    assert (out["observed"][..., 14:] == 0.5).all()
