@@ -10,6 +10,7 @@ import re
 import time
 
 import pytest
+import torch
 from _train_helpers import Regressor, cfg, regression_data
 from torch import nn
 
@@ -231,3 +232,53 @@ def test_resume_false_moves_every_earlier_file_including_tensorboard(tmp_path, c
         f"config.json, tb were moved to {old} (nothing was deleted) and training starts from "
         "scratch"
     ) in caplog.text
+
+
+def test_batch_size_of_each_batch_layout():
+    bs = trainer_mod._batch_size
+    x = torch.zeros(5, 3)
+    assert bs(x) == 5 and bs(torch.tensor(2.0)) == 1
+    assert bs((x, x[:, 0])) == 5 and bs([x]) == 5 and bs({"x": x, "y": x}) == 5
+    assert bs({}) == 1 and bs([]) == 1 and bs("text") == 1 and bs(None) == 1
+
+
+def test_dict_batches_are_weighted_by_their_size(tmp_path):
+    class DictData(torch.utils.data.Dataset):
+        def __init__(self, base):
+            self.base = base
+
+        def __len__(self):
+            return len(self.base)
+
+        def __getitem__(self, i):
+            x, y = self.base[i]
+            return {"x": x, "y": y}
+
+    class DictRegressor(Regressor):
+        def training_step(self, batch):
+            return super().training_step((batch["x"], batch["y"]))
+
+    data = regression_data(40)  # batches of 16, 16, 8: the epoch mean is size-weighted
+    rows = Trainer(DictRegressor(), cfg(tmp_path / "d", epochs=1)).fit(DictData(data))
+    ref = Trainer(Regressor(), cfg(tmp_path / "t", epochs=1)).fit(data)
+    assert rows[0]["train_loss"] == pytest.approx(ref[0]["train_loss"], rel=1e-12)
+
+
+def test_mid_epoch_resume_keeps_the_epoch_means_of_the_steps_before(tmp_path):
+    class Crash(Regressor):
+        calls = 0
+
+        def training_step(self, batch):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("crash")
+            return super().training_step(batch)
+
+    data = regression_data()
+    ref = Trainer(Regressor(), cfg(tmp_path / "ref", epochs=1)).fit(data)
+    model = Crash()
+    with pytest.raises(RuntimeError, match="crash"):
+        Trainer(model, cfg(tmp_path, epochs=1, checkpoint_every=1)).fit(data)
+    rows = Trainer(Regressor(), cfg(tmp_path, epochs=1)).fit(data)
+    assert rows[0]["train_loss"] == pytest.approx(ref[0]["train_loss"], rel=1e-12)
+    assert rows[0]["train_mae"] == pytest.approx(ref[0]["train_mae"], rel=1e-12)
