@@ -282,3 +282,26 @@ def test_mid_epoch_resume_keeps_the_epoch_means_of_the_steps_before(tmp_path):
     rows = Trainer(Regressor(), cfg(tmp_path, epochs=1)).fit(data)
     assert rows[0]["train_loss"] == pytest.approx(ref[0]["train_loss"], rel=1e-12)
     assert rows[0]["train_mae"] == pytest.approx(ref[0]["train_mae"], rel=1e-12)
+
+
+def test_resume_restores_ema_and_early_stop_and_warns_on_a_changed_seed(tmp_path, caplog):
+    from _train_helpers import Scripted
+
+    data, val = regression_data(), regression_data(8)
+    first = Trainer(Regressor(), cfg(tmp_path, epochs=2, ema_decay=0.9))
+    first.fit(data)
+    shadow = {k: v.clone() for k, v in first.ema.shadow.items()}
+    again = Trainer(Regressor(), cfg(tmp_path, epochs=2, ema_decay=0.9))
+    again.fit(data)  # resumes a finished run: nothing to train, the EMA comes back
+    assert shadow.keys() == again.ema.shadow.keys()
+    assert all(torch.equal(again.ema.shadow[k], v) for k, v in shadow.items())
+
+    # a run that stopped early stays stopped when resumed with more epochs
+    kw = {"patience": 1, "val_batch_size": 64}
+    Trainer(Scripted([1.0, 2.0]), cfg(tmp_path / "s", epochs=4, **kw)).fit(data, val)
+    t = Trainer(Scripted([0.5, 0.5]), cfg(tmp_path / "s", epochs=4, **kw))
+    assert len(t.fit(data, val)) == 2 and t.stopped_early
+
+    with caplog.at_level("WARNING", logger="dgm_ext.train"):
+        Trainer(Regressor(), cfg(tmp_path, epochs=3, seed=8)).fit(data)
+    assert "was written with different seed: the run continues" in caplog.text
