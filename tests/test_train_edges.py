@@ -119,16 +119,19 @@ def test_progress_bar_arguments(tmp_path, monkeypatch):
                          dynamic_ncols=True)]  # fmt: skip
 
 
+class Crash(Regressor):
+    """Raises at its third training step (after a mid-epoch checkpoint of step 2)."""
+
+    calls = 0
+
+    def training_step(self, batch):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("crash")
+        return super().training_step(batch)
+
+
 def test_resumed_mid_epoch_bar_starts_at_the_batch_reached(tmp_path, monkeypatch):
-    class Crash(Regressor):
-        steps = 0
-
-        def training_step(self, batch):
-            self.steps += 1
-            if self.steps == 3:
-                raise RuntimeError("crash")
-            return super().training_step(batch)
-
     data = regression_data()
     with pytest.raises(RuntimeError, match="crash"):
         Trainer(Crash(), cfg(tmp_path, epochs=1, checkpoint_every=1)).fit(data)
@@ -265,15 +268,6 @@ def test_dict_batches_are_weighted_by_their_size(tmp_path):
 
 
 def test_mid_epoch_resume_keeps_the_epoch_means_of_the_steps_before(tmp_path):
-    class Crash(Regressor):
-        calls = 0
-
-        def training_step(self, batch):
-            self.calls += 1
-            if self.calls == 3:
-                raise RuntimeError("crash")
-            return super().training_step(batch)
-
     data = regression_data()
     ref = Trainer(Regressor(), cfg(tmp_path / "ref", epochs=1)).fit(data)
     model = Crash()

@@ -25,6 +25,7 @@ import statistics
 import torch
 
 from dgm_ext.experiments.common import RunContext, Table, fit_model, load_splits
+from dgm_ext.experiments.vae_elbo import MODEL as VAE_ELBO_MODEL
 from dgm_ext.plots import plot_curves
 from dgm_ext.vae import build_vae, evaluate_elbo, evaluate_log_likelihood, save_vae
 
@@ -64,14 +65,7 @@ def _cell(ctx: RunContext, k_flow: int, seed: int, data: tuple, sizes: dict) -> 
     train, val, test = data
     name = f"K{k_flow}-seed{seed}"
     torch.manual_seed(seed)
-    model = build_vae(
-        ops=ctx.ops,
-        arch="mlp-deep",
-        latent_dim=100,
-        likelihood="bernoulli",
-        decoder_shift=-5.0,
-        flow_length=k_flow,
-    )
+    model = build_vae(ops=ctx.ops, flow_length=k_flow, **VAE_ELBO_MODEL)
     cell_ctx = dataclasses.replace(ctx, seed=seed)
     ctx.log(f"{name}: training {sizes['epochs']} epochs")
     rows = fit_model(cell_ctx, model, train, val, ctx.out / name, sizes["epochs"], 64, 3e-4)
