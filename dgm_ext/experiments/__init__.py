@@ -133,3 +133,9 @@ register(
     "vae-elbo VAE with a planar-flow posterior, K=0,10,40 x 2 seeds: ELBO, IS log p(x), s/epoch",
     options=("run", "seeds"),
 )
+register(
+    "realnvp-mnist",
+    "dgm_ext.experiments.realnvp_mnist",
+    "RealNVP on dequantised MNIST: MLP reference (--run mlp) and multi-scale conv; bits/dim",
+    options=("run",),
+)

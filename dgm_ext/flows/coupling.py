@@ -1,0 +1,158 @@
+"""RealNVP building blocks (Dinh et al., 2017): masks, squeeze, affine couplings and their nets.
+
+An affine coupling keeps the masked part ``m⊙x`` and transforms the rest,
+``y = m⊙x + (1−m)⊙(x·e^s + t)`` with ``(s, t) = net(m⊙x)``; its inverse needs the same
+``net(m⊙y) = net(m⊙x)``, so both directions are explicit and
+``log|det ∂y/∂x| = Σ (1−m)⊙s``. Both directions run on the fused op
+``dgm_ext.ops.affine_coupling`` (or its reference, ``ops="reference"``).
+
+Masks (1 = kept): :func:`checkerboard_mask` over the spatial positions (shared by every
+channel) and :func:`channel_mask` (the first half of the channels), each with its complement
+(``parity=1``). :func:`squeeze` is a volume-preserving space-to-depth (log-det 0).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = [
+    "AffineCoupling",
+    "ConvCouplingNet",
+    "MLPCouplingNet",
+    "channel_mask",
+    "checkerboard_mask",
+    "squeeze",
+    "unsqueeze",
+]
+
+
+def checkerboard_mask(height: int, width: int, parity: int = 0) -> Tensor:
+    """``(1, height, width)`` float mask, 1 where ``(row + col + parity)`` is even."""
+    if height < 1 or width < 1:
+        raise ValueError(f"height and width must be >= 1, got {height}x{width}")
+    rows = torch.arange(height).unsqueeze(1)
+    cols = torch.arange(width).unsqueeze(0)
+    return ((rows + cols + parity) % 2 == 0).float().unsqueeze(0)
+
+
+def channel_mask(channels: int, parity: int = 0) -> Tensor:
+    """``(channels, 1, 1)`` float mask keeping the first half of the channels (``parity=1``:
+    the second half)."""
+    if channels < 2 or channels % 2:
+        raise ValueError(f"channels must be even and >= 2 for a channel mask, got {channels}")
+    m = (torch.arange(channels) < channels // 2).float()
+    return (1.0 - m if parity else m).view(channels, 1, 1)
+
+
+def squeeze(x: Tensor) -> Tensor:
+    """``(N, C, H, W) -> (N, 4C, H/2, W/2)``: each 2×2 block becomes 4 channels (a permutation,
+    so its log-det is 0)."""
+    if x.ndim != 4 or x.shape[2] % 2 or x.shape[3] % 2:
+        raise ValueError(f"x must have shape (N, C, H, W) with even H and W, got {tuple(x.shape)}")
+    return F.pixel_unshuffle(x, 2)
+
+
+def unsqueeze(x: Tensor) -> Tensor:
+    """The inverse of :func:`squeeze`: ``(N, 4C, H, W) -> (N, C, 2H, 2W)``."""
+    return F.pixel_shuffle(x, 2)
+
+
+class MLPCouplingNet(nn.Module):
+    """``dim -> hidden -> hidden -> 2·dim`` with ReLU; the last layer starts at zero, so the
+    coupling starts as the identity. Returns ``(s_raw, t)``, each ``(N, dim)``."""
+
+    def __init__(self, dim: int, hidden: int = 1024) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 2 * dim),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = self.net(x).chunk(2, dim=1)
+        return s, t
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class ConvCouplingNet(nn.Module):
+    """Residual coupling network: 3×3 conv ``C -> channels``, ``blocks`` residual blocks
+    (two 3×3 convs each), ReLU, 3×3 conv ``channels -> 2C`` (zero-initialised). Its input is
+    the masked image and the mask itself (so the net knows which pixels it sees).
+    Returns ``(s_raw, t)``, each ``(N, C, H, W)``."""
+
+    def __init__(self, in_channels: int, channels: int = 32, blocks: int = 2) -> None:
+        super().__init__()
+        if channels < 1 or blocks < 0:
+            raise ValueError(f"channels must be >= 1 and blocks >= 0, got {channels}, {blocks}")
+        self.inp = nn.Conv2d(in_channels + 1, channels, 3, padding=1)
+        self.blocks = nn.Sequential(*[_ResidualBlock(channels) for _ in range(blocks)])
+        self.out = nn.Conv2d(channels, 2 * in_channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        # one extra channel: the spatial mask (constant 1/2 for a channel mask)
+        m = mask.expand(x.shape[1:]).mean(0, keepdim=True).expand(x.shape[0], 1, *x.shape[2:])
+        h = self.blocks(self.inp(torch.cat([x, m], dim=1)))
+        s, t = self.out(F.relu(h)).chunk(2, dim=1)
+        return s, t
+
+
+class AffineCoupling(nn.Module):
+    """One affine coupling: ``(s_raw, t) = net(m⊙x)``, ``s = scale·tanh(s_raw)``.
+
+    ``mask`` (1 = kept) broadcasts against one example; ``net`` is an :class:`MLPCouplingNet`
+    (flat inputs) or a :class:`ConvCouplingNet` (images). ``learn_scale``: a learnable
+    per-channel ``scale`` (Dinh et al.'s ``scale·tanh``, starting at 1); otherwise the
+    log-scale is ``tanh(s_raw)`` exactly. ``forward``/``inverse`` return ``(y, logdet)``.
+    """
+
+    def __init__(
+        self,
+        mask: Tensor,
+        net: nn.Module,
+        learn_scale: bool = False,
+        ops: ModuleType | None = None,
+    ) -> None:
+        super().__init__()
+        from dgm_ext.ops import resolve_ops
+
+        self.register_buffer("mask", mask.float(), persistent=False)
+        self.net = net
+        self.ops = resolve_ops(ops)
+        channels = mask.shape[0] if mask.ndim == 3 else 1
+        self.scale = nn.Parameter(torch.ones(channels, 1, 1)) if learn_scale else None
+
+    def _st(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        kept = x * self.mask
+        s_raw, t = self.net(kept, self.mask) if x.ndim == 4 else self.net(kept)
+        s = torch.tanh(s_raw)
+        if self.scale is not None:
+            s = self.scale * s
+        return s, t
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = self._st(x)
+        return self.ops.affine_coupling(x, s, t, self.mask, False)
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = self._st(y)
+        return self.ops.affine_coupling(y, s, t, self.mask, True)
