@@ -5,8 +5,10 @@ Subcommands::
     dgm-ext train vae [options]         train one VAE into a run directory
     dgm-ext train gan [options]         train one GAN (MLP on MNIST, DCGAN on CIFAR-10)
     dgm-ext train planar [options]      fit a planar flow to 2-D data (ML) or a density (KL)
+    dgm-ext train realnvp [options]     train a RealNVP (MLP or multi-scale) on 8-bit images
     dgm-ext eval SOURCE [options]       ELBO, importance-sampled log p(x), bits/dim of a VAE
-                                        checkpoint; FID/KID/IS (--metrics) of its samples, of
+                                        checkpoint; bits/dim of a RealNVP model.pt;
+                                        FID/KID/IS (--metrics) of their samples, of
                                         a GAN generator (generator.pt or a train-gan run), of
                                         a folder of images or of a data split (mnist:train)
     dgm-ext reproduce NAME [--quick]    run an experiment of SPEC §3 end to end
@@ -189,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start over when --out already exists: move it aside to <out>.old-<timestamp>",
     )
 
+    from dgm_ext._cli_realnvp import add_train_parser
+
+    add_train_parser(tsub, _add_common, _add_training, _RESUME_HELP)
+
     ev = sub.add_parser(
         "eval",
         help="evaluate a VAE checkpoint, a folder of images or a data split",
@@ -199,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "checkpoint",
         metavar="SOURCE",
-        help="model.pt written by train/reproduce (or its run folder), a GAN generator.pt (or "
+        help="model.pt (VAE or RealNVP) written by train/reproduce (or its run folder), a GAN "
+        "generator.pt (or "
         "its train-gan run folder), a folder of PNG/JPEG "
         "images, or a data split NAME:SPLIT (mnist, fashion-mnist, cifar10; e.g. mnist:train)",
     )
@@ -520,6 +527,7 @@ examples:
   dgm-ext eval mnist:train --metrics fid,kid,is        # the floor: train vs test images
   dgm-ext eval runs/vae-elbo --metrics fid --n 10000   # ELBO and FID of 10000 samples
   dgm-ext eval runs/gan/generator.pt --metrics fid,kid # a GAN's samples (default: all three)
+  dgm-ext eval runs/realnvp --split test               # test bits/dim of a RealNVP
   dgm-ext eval samples/ --dataset cifar10 --inception-weights pt_inception-2015-12-05.pth
 """
 
@@ -610,6 +618,7 @@ def _eval_gan(args: argparse.Namespace, path: Path) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from dgm_ext._cli_realnvp import eval_realnvp, realnvp_file
     from dgm_ext.data import load_mnist
     from dgm_ext.vae import evaluate_elbo, evaluate_log_likelihood, load_vae
 
@@ -618,6 +627,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     gan_file = _gan_file(source) if spec is None else None
     if gan_file is not None:
         return _eval_gan(args, gan_file)
+    flow_file = realnvp_file(source) if spec is None else None
+    if flow_file is not None:
+        return _report(eval_realnvp(args, flow_file, _sample_quality), args.json)
     if spec is not None or (source.is_dir() and not (source / "model.pt").exists()):
         if spec is not None:
             images = _split_images(spec[0], spec[1], args.data_root, args.n)
@@ -711,6 +723,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             if args.model == "planar":
                 return _cmd_train_planar(args)
+            if args.model == "realnvp":
+                from dgm_ext._cli_realnvp import cmd_train_realnvp
+
+                return cmd_train_realnvp(args)
             return _cmd_train_gan(args) if args.model == "gan" else _cmd_train_vae(args)
         if args.command == "eval":
             return _cmd_eval(args)
