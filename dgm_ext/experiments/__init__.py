@@ -139,3 +139,9 @@ register(
     "RealNVP on dequantised MNIST: MLP reference (--run mlp) and multi-scale conv; bits/dim",
     options=("run",),
 )
+register(
+    "families-mnist",
+    "dgm_ext.experiments.families_mnist",
+    "VAE vs GAN vs RealNVP on MNIST: FID/KID (MNIST classifier), likelihoods, size, s/epoch",
+    options=("run",),
+)
