@@ -177,10 +177,50 @@ def test_variants_dtypes_and_ranges(tmp_path):
     )
 
 
+def test_static_binarisation_cache_is_bit_equal_keyed_and_survives_corruption(tmp_path):
+    root, arrays = fake(tmp_path)
+    fresh = load(root, "train", "static", seed=3).images
+    folder = files_mod.cache_dir() / "binarised"
+    (cached_file,) = folder.glob("*-train-seed3-v1.npy")
+    assert not list(folder.glob("*.tmp"))  # written atomically
+    # the key is the images' content: another seed or the test file get their own files
+    load(root, "test", "static", seed=3)
+    load(root, "train", "static", seed=4)
+    assert len(list(folder.glob("*.npy"))) == 3
+    # a new process (empty memory cache) reads the disk cache, bit for bit
+    mnist_mod._STATIC.clear()
+    calls = []
+    real = mnist_mod._binarise
+    mnist_mod._binarise = lambda *a: calls.append(a) or real(*a)
+    try:
+        assert torch.equal(load(root, "train", "static", seed=3).images, fresh)
+        assert calls == []  # not recomputed
+        # a truncated cache file is recomputed and replaced
+        data = cached_file.read_bytes()
+        cached_file.write_bytes(data[: len(data) // 2])
+        mnist_mod._STATIC.clear()
+        assert torch.equal(load(root, "train", "static", seed=3).images, fresh)
+        assert len(calls) == 1 and cached_file.read_bytes() == data
+        # garbage of the right length is not trusted either (wrong size after unpacking)
+        cached_file.write_bytes(b"garbage")
+        mnist_mod._STATIC.clear()
+        assert torch.equal(load(root, "train", "static", seed=3).images, fresh)
+        assert len(calls) == 2
+    finally:
+        mnist_mod._binarise = real
+    # the cached draw is the documented one: numpy PCG64 over the official file
+    rng = np.random.default_rng(np.random.SeedSequence([3, 0xB1, 0]))
+    images = arrays["train-images-idx3-ubyte"]
+    want = rng.random(images.shape, dtype=np.float32) < images.astype(np.float32) / 255
+    n_train = fresh.shape[0]
+    assert np.array_equal(fresh.numpy().reshape(n_train, 28, 28), want[:n_train])
+
+
 def test_static_binarisation_is_seeded(tmp_path):
     root, _ = fake(tmp_path)
     a = load(root, "train", "static", seed=0).images
-    mnist_mod._STATIC.clear()  # recomputed, not a cached copy
+    mnist_mod._STATIC.clear()
+    shutil.rmtree(files_mod.cache_dir() / "binarised")  # recomputed, not a cached copy
     assert torch.equal(a, load(root, "train", "static", seed=0).images)
     b = load(root, "train", "static", seed=1).images
     assert not torch.equal(a, b)
