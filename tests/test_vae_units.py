@@ -529,3 +529,85 @@ def test_amortisation_gap_and_completion_use_their_arguments():
     assert torch.equal(out["completion"][..., 14:], decoded[..., 14:])
     assert torch.equal(out["observed"][..., :14], images[..., :14])
     assert (out["observed"][..., 14:] == 0.5).all()
+
+
+def _hand_elbo(model, x, mu, logvar, n_samples, index):
+    """The Monte-Carlo ELBO of a Gaussian-likelihood VAE written out: per example, averaged
+    over ``n_samples`` reparameterised draws, the likelihood restricted to ``index``."""
+    eps = torch.randn(n_samples, *mu.shape)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    mean = torch.sigmoid(model.decode(z)[..., 0, :])
+    std = torch.exp(0.5 * model.likelihood.logvar)
+    log_p = D.Normal(mean, std).log_prob(x)
+    rec = (log_p if index is None else log_p[..., index]).sum(-1).mean(0)
+    return rec - 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(-1)
+
+
+def test_posterior_elbo_is_per_example_on_the_given_pixels():
+    from dgm_ext.vae import posterior_elbo
+    from dgm_ext.vae.no_encoder import left_half_index
+
+    model = _tiny_gaussian_vae()
+    x = model.prepare(torch.rand(3, 1, 28, 28))
+    mu, logvar = torch.randn(3, 2), 0.1 * torch.randn(3, 2)
+    with torch.no_grad():
+        for n, index in ((4, left_half_index()), (100, None)):
+            torch.manual_seed(5)
+            got = (
+                posterior_elbo(model, x, mu, logvar, n, index)
+                if index is not None
+                else posterior_elbo(model, x, mu, logvar)  # the default: 100 samples
+            )
+            torch.manual_seed(5)
+            want = _hand_elbo(model, x, mu, logvar, n, index)
+            assert got.shape == (3,)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
+
+
+def test_amortisation_gap_and_completion_pass_their_settings_on(monkeypatch):
+    """Which steps, lr, sample counts and pixels reach fit_posterior / posterior_elbo, with
+    the defaults and with explicit values (both recorded instead of computed)."""
+    import dgm_ext.vae.no_encoder as ne
+
+    calls = []
+
+    def fake_fit(model, images, steps, lr, **kw):
+        calls.append(("fit", steps, lr, sorted(kw)))
+        if "index" in kw:
+            assert torch.equal(kw["index"], ne.left_half_index())
+        b = images.shape[0]
+        return torch.zeros(b, 2), torch.zeros(b, 2), [0.0]
+
+    def fake_elbo(model, x, mu, logvar, n_samples="default", index=None):
+        calls.append(("elbo", n_samples))
+        return torch.zeros(x.shape[0])
+
+    monkeypatch.setattr(ne, "fit_posterior", fake_fit)
+    monkeypatch.setattr(ne, "posterior_elbo", fake_elbo)
+    model = _tiny_gaussian_vae()
+    images = torch.rand(2, 1, 28, 28)
+    ne.amortisation_gap(model, images)
+    assert calls == [("fit", 500, 5e-2, ["x"]), ("elbo", 100), ("elbo", 100)]
+    calls.clear()
+    ne.amortisation_gap(model, images, steps=3, lr=0.2, eval_samples=7)
+    assert calls == [("fit", 3, 0.2, ["x"]), ("elbo", 7), ("elbo", 7)]
+    calls.clear()
+    out = ne.complete_left_half(model, images)
+    assert calls == [("fit", 500, 5e-2, ["index"])]
+    assert sorted(out) == ["completion", "decoded", "history", "logvar", "mu", "observed"]
+
+
+def test_fit_posterior_default_steps_and_samples(monkeypatch):
+    import dgm_ext.vae.no_encoder as ne
+
+    seen = []
+
+    def cheap_elbo(model, x, mu, logvar, n_samples, index):
+        seen.append((n_samples, index))
+        return -((mu - 1) ** 2).sum(-1) - (logvar**2).sum(-1)
+
+    monkeypatch.setattr(ne, "_elbo", cheap_elbo)
+    model = _tiny_gaussian_vae()
+    mu, _, history = ne.fit_posterior(model, torch.rand(2, 1, 28, 28))
+    assert len(history) == len(seen) == 500 and set(seen) == {(1, None)}
+    assert torch.allclose(mu, torch.ones(2, 2), atol=0.05)  # Adam, lr 0.05, 500 steps
