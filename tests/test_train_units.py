@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 import dgm_ext.train.checkpoint as ckpt
 from dgm_ext.train import ModelEMA
@@ -442,3 +442,92 @@ def test_trainer_config_to_dict_is_json_friendly():
     assert out["run_dir"] == "r" and isinstance(out["run_dir"], str)
     assert out["betas"] == [0.5, 0.9]
     assert json.loads(json.dumps(out)) == out
+
+
+# -- fused Adam ---------------------------------------------------------------------------
+def _adam_run(opt_factory, steps: int = 20) -> list[Tensor]:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = opt_factory(net.parameters())
+    x, y = torch.randn(32, 3), torch.randn(32, 2)
+    for _ in range(steps):
+        loss = ((net(x) - y) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def test_build_optimizer_is_fused_by_default_and_matches_the_default_adam(tmp_path):
+    from dgm_ext.train import TrainerConfig, build_optimizer
+
+    cfg = TrainerConfig(run_dir=tmp_path, lr=1e-2)
+    opt = build_optimizer(_net().parameters(), cfg)
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["fused"] is True
+    off = TrainerConfig(run_dir=tmp_path, lr=1e-2, fused_optimizer=False)
+    assert not build_optimizer(_net().parameters(), off).defaults["fused"]
+    adamw = TrainerConfig(run_dir=tmp_path, optimizer="adamw", weight_decay=0.1)
+    opt = build_optimizer(_net().parameters(), adamw)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+    assert opt.defaults["weight_decay"] == 0.1
+    # one step agrees to rounding; 20 steps stay within the drift rounding differences cause
+    for steps, atol in ((1, 1e-7), (20, 1e-5)):
+        fused = _adam_run(lambda p: build_optimizer(p, cfg), steps)
+        plain = _adam_run(lambda p: torch.optim.Adam(p, lr=1e-2), steps)
+        for a, b in zip(fused, plain, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=atol)
+    # an explicit choice of implementation is respected
+    assert not build_optimizer(_net().parameters(), cfg, foreach=True).defaults["fused"]
+
+
+def test_make_adam_param_groups_generators_and_unsupported_devices():
+    from dgm_ext.train import make_adam
+
+    net = _net()
+    groups = [
+        {"params": (p for p in net[0].parameters()), "lr": 0.1},
+        {"params": net[1].parameters()},
+    ]
+    opt = make_adam(groups, lr=1e-3)
+    assert opt.defaults["fused"] is True
+    assert [len(g["params"]) for g in opt.param_groups] == [2, 2]
+    assert opt.param_groups[0]["lr"] == 0.1 and opt.param_groups[1]["lr"] == 1e-3
+    meta = nn.Linear(2, 2, device="meta")
+    assert not make_adam(meta.parameters(), lr=1e-3).defaults["fused"]  # falls back
+    assert not make_adam(_net().parameters(), fused=False, lr=1e-3).defaults["fused"]
+
+
+def test_resume_of_an_unfused_run_with_the_fused_optimizer(tmp_path):
+    from dgm_ext.train import Trainer, TrainerConfig
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _net()
+
+        def training_step(self, batch):
+            (x,) = batch
+            return {"loss": (self.net(x) ** 2).mean()}
+
+    data = torch.utils.data.TensorDataset(torch.randn(64, 3))
+    torch.manual_seed(0)
+    model = Toy()
+    cfg = dict(run_dir=tmp_path / "r", batch_size=16, progress=False, device="cpu")
+    Trainer(model, TrainerConfig(epochs=1, fused_optimizer=False, **cfg)).fit(data)
+    trainer = Trainer(model, TrainerConfig(epochs=2, **cfg))
+    rows = trainer.fit(data)
+    assert trainer.optimizers[0].defaults["fused"] is True
+    assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
+    assert int(trainer.optimizers[0].state[model.net[0].weight]["step"]) == 8
+
+
+def test_gan_optimizers_are_fused_unless_the_config_says_no(tmp_path):
+    from dgm_ext.gan import GAN, GANConfig
+    from dgm_ext.train import TrainerConfig
+
+    gan = GAN(GANConfig(arch="mlp"))
+    opts = gan.configure_optimizers(TrainerConfig(run_dir=tmp_path))
+    assert [o.defaults["fused"] for o in opts] == [True, True]
+    assert [o.defaults["lr"] for o in opts] == [gan.config.lr_critic, gan.config.lr_generator]
+    opts = gan.configure_optimizers(TrainerConfig(run_dir=tmp_path, fused_optimizer=False))
+    assert not any(o.defaults["fused"] for o in opts)

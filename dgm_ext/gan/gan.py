@@ -158,11 +158,16 @@ class GAN(nn.Module):
     def configure_optimizers(self, trainer_config: Any) -> list[torch.optim.Optimizer]:
         """``[critic Adam, generator Adam]`` with the GAN's learning rates and betas."""
         c = self.config
+        from dgm_ext.train.trainer import make_adam
+
         eps = getattr(trainer_config, "eps", 1e-8)
+        fused = getattr(trainer_config, "fused_optimizer", True)
         return [
-            torch.optim.Adam(self.critic.parameters(), lr=c.lr_critic, betas=c.betas, eps=eps),
-            torch.optim.Adam(
-                self.generator.parameters(), lr=c.lr_generator, betas=c.betas, eps=eps
+            make_adam(
+                self.critic.parameters(), fused=fused, lr=c.lr_critic, betas=c.betas, eps=eps
+            ),
+            make_adam(
+                self.generator.parameters(), fused=fused, lr=c.lr_generator, betas=c.betas, eps=eps
             ),
         ]
 

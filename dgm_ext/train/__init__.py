@@ -11,7 +11,14 @@ from .checkpoint import (
 )
 from .config import TrainerConfig
 from .ema import ModelEMA
-from .trainer import NonFiniteLossError, StepContext, Trainer, build_optimizer, resolve_device
+from .trainer import (
+    NonFiniteLossError,
+    StepContext,
+    Trainer,
+    build_optimizer,
+    make_adam,
+    resolve_device,
+)
 
 __all__ = [
     "ModelEMA",
@@ -24,6 +31,7 @@ __all__ = [
     "build_optimizer",
     "get_rng_state",
     "load_checkpoint",
+    "make_adam",
     "resolve_device",
     "seed_everything",
     "set_rng_state",

@@ -59,6 +59,7 @@ class TrainerConfig:
     find_unused_parameters: bool = False  # passed to DistributedDataParallel
     resume: bool = True  # resume from <run_dir>/checkpoints/last.pt when present (see above)
     eps: float = 1e-8  # Adam epsilon
+    fused_optimizer: bool = True  # torch's fused Adam/AdamW kernel where the device has one
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded in config.json
 
     def __post_init__(self) -> None:
