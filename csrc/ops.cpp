@@ -1,7 +1,7 @@
 // All dgm_ext operator schemas, in one place, plus the Python module dgm_ext._C, which
 // reports build information. Kernels are registered per backend in cpu/bindings_cpu.cpp and
-// cuda/bindings_cuda.cpp; fake kernels and autograd are registered from Python
-// (dgm_ext/ops/_registration.py).
+// cuda/bindings_cuda.cpp, autograd in common/autograd.cpp; fake kernels are registered from
+// Python (dgm_ext/ops/_registration.py).
 #include <ATen/Parallel.h>
 #include <Python.h>
 #include <pybind11/pybind11.h>

@@ -1,8 +1,9 @@
-"""Fake (meta) kernels and autograd formulas of the dgm_ext:: operators.
+"""Fake (meta) kernels of the dgm_ext:: operators.
 
-The C++ side (csrc/ops.cpp) holds the schemas and the CPU/CUDA kernels; this module teaches
-the dispatcher how to infer output shapes without data (torch.compile, FakeTensor) and how to
-differentiate each op through its fused backward op.
+The C++ side holds the schemas (csrc/ops.cpp), the CPU/CUDA kernels and the autograd of every
+op (csrc/common/autograd.cpp: each backward is the op's fused ``*_backward`` op); this module
+teaches the dispatcher how to infer output shapes without data (torch.compile, FakeTensor),
+with the same argument checks and messages as the C++ frontends.
 """
 
 from __future__ import annotations
@@ -83,17 +84,6 @@ def _rows(op: str, ref: str, **tensors: Tensor) -> tuple[list[int], Tensor]:
 
 def _grads(needs, full, like: Tensor) -> tuple[Tensor, ...]:
     return tuple(like.new_empty(full if n else (0,)) for n in needs)
-
-
-def _reduce(grad: Tensor | None, inp: Tensor, need: bool = True) -> Tensor | None:
-    """Sums a broadcast-shape gradient down to the input's shape (None when not requested)."""
-    if grad is None or not need:
-        return None
-    return grad.sum_to_size(inp.shape) if grad.shape != inp.shape else grad
-
-
-def _reduce_all(grads, inputs, needs) -> tuple[Tensor | None, ...]:
-    return tuple(_reduce(g, i, n) for g, i, n in zip(grads, inputs, needs, strict=True))
 
 
 # ------------------------------------------------------------------------------ fake kernels
@@ -315,149 +305,3 @@ def _(grad_z, grad_logdet, z_out, act, u, w, b, needs):
     return tuple(
         t.new_empty(t.shape if n else (0,)) for t, n in zip((z_out, u, w, b), needs, strict=True)
     )
-
-
-# ------------------------------------------------------------------------------ autograd
-def _setup_save_inputs(ctx, inputs, output):
-    ctx.save_for_backward(*[i for i in inputs if isinstance(i, Tensor)])
-    ctx.needs = [
-        bool(ctx.needs_input_grad[i]) for i, a in enumerate(inputs) if isinstance(a, Tensor)
-    ]
-
-
-def _bernoulli_bwd(ctx, grad):
-    logits, x = ctx.saved_tensors
-    gl, gx = _ops.bernoulli_log_prob_backward(grad, logits, x, ctx.needs)
-    return _reduce(gl, logits, ctx.needs[0]), _reduce(gx, x, ctx.needs[1])
-
-
-def _gaussian_bwd(ctx, grad):
-    x, mean, logvar = ctx.saved_tensors
-    gs = _ops.gaussian_log_prob_backward(grad, x, mean, logvar, ctx.needs)
-    return _reduce_all(gs, (x, mean, logvar), ctx.needs)
-
-
-def _beta_setup(ctx, inputs, output):
-    _setup_save_inputs(ctx, inputs, output)
-    ctx.eps = inputs[3]
-
-
-def _beta_bwd(ctx, grad):
-    x, alpha, beta = ctx.saved_tensors
-    gs = _ops.beta_log_prob_backward(grad, x, alpha, beta, ctx.eps, ctx.needs)
-    return (*_reduce_all(gs, (x, alpha, beta), ctx.needs), None)
-
-
-def _categorical_setup(ctx, inputs, output):
-    logits, x = inputs
-    ctx.save_for_backward(logits, x, output[1])
-
-
-def _categorical_bwd(ctx, grad, _grad_lse):
-    logits, x, lse = ctx.saved_tensors
-    if not ctx.needs_input_grad[0]:
-        return None, None
-    gl = _ops.categorical_log_prob_backward(grad, logits, x, lse)
-    return _reduce(gl, logits), None
-
-
-def _kl_std_bwd(ctx, grad):
-    mu, logvar = ctx.saved_tensors
-    gs = _ops.kl_normal_std_backward(grad, mu, logvar, ctx.needs)
-    return _reduce_all(gs, (mu, logvar), ctx.needs)
-
-
-def _kl_bwd(ctx, grad):
-    ins = ctx.saved_tensors
-    gs = _ops.kl_normal_backward(grad, *ins, ctx.needs)
-    return _reduce_all(gs, ins, ctx.needs)
-
-
-def _reparam_bwd(ctx, grad):
-    mu, logvar, eps = ctx.saved_tensors
-    need_mu, need_lv, need_eps = ctx.needs
-    # d z / d mu = 1: the incoming gradient itself, no kernel pass needed.
-    _, g_lv, g_eps = _ops.reparameterize_backward(grad, mu, logvar, eps, [False, need_lv, need_eps])
-    g_mu = grad if need_mu else None
-    return _reduce_all((g_mu, g_lv, g_eps), (mu, logvar, eps), ctx.needs)
-
-
-def _coupling_setup(ctx, inputs, output):
-    x, s, t, mask, reverse = inputs
-    ctx.save_for_backward(x, s, t, mask)
-    ctx.reverse = reverse
-    ctx.needs = [bool(ctx.needs_input_grad[i]) for i in range(3)]
-    # An output the loss does not use reaches the backward as None (zeros are filled in
-    # there, only for the output that needs them) instead of a materialised zero tensor.
-    ctx.set_materialize_grads(False)
-
-
-def _coupling_bwd(ctx, grad_y, grad_logdet):
-    x, s, t, mask = ctx.saved_tensors
-    if grad_y is None:
-        grad_y = torch.zeros_like(x)
-    if grad_logdet is None:
-        grad_logdet = x.new_zeros(x.shape[:1])
-    gs = _ops.affine_coupling_backward(grad_y, grad_logdet, x, s, t, mask, ctx.reverse, ctx.needs)
-    return (*_reduce_all(gs, (x, s, t), ctx.needs), None, None)
-
-
-def _planar_setup(ctx, inputs, output):
-    _z, u, w, b = inputs
-    z_out, _logdet, act = output
-    ctx.save_for_backward(z_out, act, u, w, b)
-    ctx.set_materialize_grads(False)  # see _coupling_setup: unused outputs come as None
-
-
-def _planar_bwd(ctx, grad_z, grad_logdet, _grad_act):
-    z_out, act, u, w, b = ctx.saved_tensors
-    if grad_z is None:
-        grad_z = torch.zeros_like(z_out)
-    if grad_logdet is None:
-        grad_logdet = z_out.new_zeros(z_out.shape[:1])
-    return _ops.planar_flow_backward(grad_z, grad_logdet, z_out, act, u, w, b)
-
-
-def _planar_rows_setup(ctx, inputs, output):
-    _z, u, w, b = inputs
-    z_out, _logdet, act = output
-    ctx.save_for_backward(z_out, act, u, w, b)
-    ctx.needs = [bool(ctx.needs_input_grad[i]) for i in range(4)]
-    ctx.set_materialize_grads(False)  # see _coupling_setup: unused outputs come as None
-
-
-def _planar_rows_bwd(ctx, grad_z, grad_logdet, _grad_act):
-    z_out, act, u, w, b = ctx.saved_tensors
-    if grad_z is None:
-        grad_z = torch.zeros_like(z_out)
-    if grad_logdet is None:
-        grad_logdet = z_out.new_zeros(z_out.shape[:-1])
-    gs = _ops.planar_flow_rows_backward(grad_z, grad_logdet, z_out, act, u, w, b, ctx.needs)
-    # the parameter gradients come back summed over *S, in the parameters' shapes
-    return tuple(g if n else None for g, n in zip(gs, ctx.needs, strict=True))
-
-
-torch.library.register_autograd(
-    "dgm_ext::bernoulli_log_prob", _bernoulli_bwd, setup_context=_setup_save_inputs
-)
-torch.library.register_autograd(
-    "dgm_ext::gaussian_log_prob", _gaussian_bwd, setup_context=_setup_save_inputs
-)
-torch.library.register_autograd("dgm_ext::beta_log_prob", _beta_bwd, setup_context=_beta_setup)
-torch.library.register_autograd(
-    "dgm_ext::categorical_log_prob", _categorical_bwd, setup_context=_categorical_setup
-)
-torch.library.register_autograd(
-    "dgm_ext::kl_normal_std", _kl_std_bwd, setup_context=_setup_save_inputs
-)
-torch.library.register_autograd("dgm_ext::kl_normal", _kl_bwd, setup_context=_setup_save_inputs)
-torch.library.register_autograd(
-    "dgm_ext::reparameterize", _reparam_bwd, setup_context=_setup_save_inputs
-)
-torch.library.register_autograd(
-    "dgm_ext::affine_coupling", _coupling_bwd, setup_context=_coupling_setup
-)
-torch.library.register_autograd("dgm_ext::planar_flow", _planar_bwd, setup_context=_planar_setup)
-torch.library.register_autograd(
-    "dgm_ext::planar_flow_rows", _planar_rows_bwd, setup_context=_planar_rows_setup
-)
