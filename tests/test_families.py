@@ -71,3 +71,20 @@ def test_reproduce_quick(tmp_path, monkeypatch):
     test = load_mnist("test", "grey", root=str(DATA)).images[:500]
     again = SampleQuality(space, test, 500).measure(images)
     assert again["fid"] == pytest.approx(fam["realnvp"]["fid"], rel=1e-6)
+
+
+def test_command_comes_from_the_experiment_config(tmp_path):
+    run = tmp_path / "gan-run"
+    (run / "train").mkdir(parents=True)
+    exp = {"name": "gan-mnist", "out": str(run), "epochs": 25, "seed": 3, "extra": {}}
+    (run / "config.json").write_text(json.dumps(exp))
+    (run / "train" / "config.json").write_text(json.dumps({"run_dir": "x", "epochs": 25}))
+    got = fm._command("gan", run / "train" / "generator.pt")
+    assert got == "dgm-ext reproduce gan-mnist --epochs 25 --seed 3 --out gan-run (its train/)"
+    exp = {"name": "realnvp-mnist", "out": "x", "epochs": None, "extra": {"run": "mlp"}}
+    (run / "train" / "config.json").write_text(json.dumps(exp))
+    got = fm._command("realnvp", run / "train" / "model.pt")
+    assert got == "dgm-ext reproduce realnvp-mnist --run mlp --out train"
+    (run / "train" / "config.json").write_text("{not json")
+    (run / "config.json").unlink()
+    assert fm._command("vae", run / "train" / "model.pt") == fm.COMMANDS["vae"]

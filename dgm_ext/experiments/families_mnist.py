@@ -7,7 +7,7 @@ library's MNIST classifier (the floor: as many training images); the likelihood 
 model defines one (VAE: test log p(x) in nats on statically binarised MNIST, importance
 sampling with K = 200 on the first 2 000 test images; RealNVP: test bits/dim on the 8-bit
 scale, all 10 000); parameters; seconds per training epoch (median of the run's
-``metrics.jsonl``); the command that trained it.
+``metrics.jsonl``); the command that trained it (from its experiment's ``config.json``).
 Samples: VAE decoder means of z ~ N(0, I), GAN generator outputs (its EMA when the run kept
 one), RealNVP at temperature 1 (clamped to [0, 1]); a 25-sample grid of each.
 
@@ -67,6 +67,33 @@ def _seconds_per_epoch(model_path: Path) -> tuple[float, int]:
         r["time_s"] - r.get("grid_s", 0.0) - r.get("eval_s", 0.0) for r in rows if "time_s" in r
     )
     return (float(times[len(times) // 2]) if times else float("nan")), len(rows)
+
+
+def _command(family: str, model_path: Path) -> str:
+    """The command that trained ``model_path``: from the ``config.json`` of the experiment
+    run holding it (its folder or the one above), else the family's reproduce command."""
+    for folder in (model_path.parent, model_path.parent.parent):
+        cfg_path = folder / "config.json"
+        if not cfg_path.is_file():
+            continue
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(cfg, dict) or "name" not in cfg or "out" not in cfg:
+            continue  # a trainer's config.json, not an experiment's
+        cmd = f"dgm-ext reproduce {cfg['name']}"
+        if cfg.get("epochs"):
+            cmd += f" --epochs {cfg['epochs']}"
+        if (cfg.get("extra") or {}).get("run"):
+            cmd += f" --run {cfg['extra']['run']}"
+        if cfg.get("seed"):
+            cmd += f" --seed {cfg['seed']}"
+        cmd += f" --out {folder.name}"
+        if folder != model_path.parent:
+            cmd += f" (its {model_path.parent.name}/)"
+        return cmd
+    return COMMANDS[family]
 
 
 def _train_quick(ctx: RunContext) -> dict[str, Path]:
@@ -195,7 +222,7 @@ def run(ctx: RunContext) -> dict:
                 f"{params:,}" + (" (generator)" if family == "gan" else ""),
                 epochs,
                 sec,
-                "(quick: trained here)" if ctx.quick else COMMANDS[family],
+                "(quick: trained here)" if ctx.quick else _command(family, path),
             ]
         )
     rows.append(
