@@ -14,7 +14,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import CASES, DEVICES, QUICK, calls_per_round, device_name, floor_bytes, runner
+from cases import (
+    CASES,
+    DEVICES,
+    QUICK,
+    TRAINING_CASES,
+    calls_per_round,
+    device_name,
+    floor_bytes,
+    runner,
+)
 
 import dgm_ext
 
@@ -35,6 +44,8 @@ def _group(name: str, device: str) -> str:
 def test_op(benchmark, device, case, provider, mode):
     if device == "cuda" and provider == "dgm_ext" and not dgm_ext.build_info()["cuda"]:
         pytest.skip("dgm_ext was built without CUDA kernels")
+    if QUICK and provider == "compile" and case in TRAINING_CASES:
+        pytest.skip("smoke run: the training-size cases' references compile like the others")
     torch.manual_seed(0)
     run = runner(case, provider, mode, device)
     for _ in range(2):  # warm-up (and compilation for the compile provider)

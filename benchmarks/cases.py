@@ -139,6 +139,47 @@ def _planar_rows(k: int):
     return make
 
 
+def _training(op: str, *shape: int, grads: tuple[bool, ...]):
+    """A training-size case (issue 13's per-call targets): the same sizes in the smoke run."""
+
+    def make():
+        n_in = {"bernoulli_log_prob": 2, "gaussian_log_prob": 3, "kl_normal_std": 2,
+                "reparameterize": 3}[op]  # fmt: skip
+        args = [_r(*shape) for _ in range(n_in)]
+        if op == "bernoulli_log_prob":
+            args[1] = torch.bernoulli(torch.rand(*shape))
+        if op == "gaussian_log_prob":
+            args[0] = torch.rand(*shape)
+        return args, list(grads)
+
+    return make
+
+
+def _coupling_training():
+    x = _r(128, 1, 28, 28)
+    mask = ((torch.arange(28).view(-1, 1) + torch.arange(28)) % 2).float().view(1, 1, 28, 28)
+    return [x, _r(128, 1, 28, 28) * 0.1, _r(128, 1, 28, 28), mask], [True, True, True, False]
+
+
+# Sizes of one training step, where the per-call host cost decides (issue 13).
+TRAINING_CASES = [
+    Case("bernoulli 64x1 (GAN loss)", "bernoulli_log_prob",
+         _training("bernoulli_log_prob", 64, 1, grads=(True, False))),
+    Case("bernoulli 128x1 (GAN loss)", "bernoulli_log_prob",
+         _training("bernoulli_log_prob", 128, 1, grads=(True, False))),
+    Case("gaussian 128x784 (step)", "gaussian_log_prob",
+         _training("gaussian_log_prob", 128, 784, grads=(False, True, True))),
+    Case("kl_normal_std 128x20 (step)", "kl_normal_std",
+         _training("kl_normal_std", 128, 20, grads=(True, True))),
+    Case("kl_normal_std 64x100 (step)", "kl_normal_std",
+         _training("kl_normal_std", 64, 100, grads=(True, True))),
+    Case("reparameterize 128x20 (step)", "reparameterize",
+         _training("reparameterize", 128, 20, grads=(True, True, False))),
+    Case("reparameterize 64x100 (step)", "reparameterize",
+         _training("reparameterize", 64, 100, grads=(True, True, False))),
+    Case("affine_coupling 128x1x28x28 (step)", "affine_coupling", _coupling_training),
+]  # fmt: skip
+
 CASES = [
     Case("bernoulli 200x100x784 (IS)", "bernoulli_log_prob", _bern_is),
     Case("bernoulli 20000x784", "bernoulli_log_prob", _bern(20000)),
@@ -153,6 +194,7 @@ CASES = [
     Case("planar_flow 65536x2 K=32", "planar_flow", _planar),
     Case("planar_flow_rows 64x100 K=10", "planar_flow_rows", _planar_rows(10)),
     Case("planar_flow_rows 64x100 K=40", "planar_flow_rows", _planar_rows(40)),
+    *TRAINING_CASES,
 ]
 
 # torch.compile of the references, one compiled function per (case, device): each case's sizes
