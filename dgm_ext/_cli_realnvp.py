@@ -43,7 +43,9 @@ def add_train_parser(
     p.add_argument("--epochs", type=int, default=17)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--grad-clip", type=float, default=None, help="max gradient norm (default off)")
+    p.add_argument(
+        "--grad-clip", type=float, default=5.0, help="max gradient norm (default 5; 0: off)"
+    )
     p.add_argument("--train-size", type=int, default=None, help="use the first N train images")
     p.add_argument("--val-size", type=int, default=None, help="use the first N val images")
     return p
@@ -121,7 +123,7 @@ def cmd_train_realnvp(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        grad_clip=args.grad_clip,
+        grad_clip=args.grad_clip if args.grad_clip > 0 else None,
         grids_at=grid_epochs(args.epochs),
         title=f"RealNVP {args.arch}, {args.dataset}",
     )

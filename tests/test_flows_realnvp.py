@@ -433,6 +433,7 @@ def test_reproduce_quick(tmp_path, mnist_root):
         for t in ("0.5", "0.7", "1"):
             assert (out / "figures" / f"{name}_samples_T{t}.png").is_file()
     assert res["runs"]["mlp"]["val"]["bpd"] < 5.0  # trained: the untrained model is at ~19
+    assert json.loads((out / "mlp" / "config.json").read_text())["trainer"]["grad_clip"] == 5.0
     assert "| mlp |" in (out / "results.md").read_text()
     with pytest.raises(ValueError, match="--run must be a comma-separated subset of mlp"):
         run_experiment("realnvp-mnist", out=tmp_path / "bad", quick=True, extra={"run": "glow"})
@@ -449,6 +450,7 @@ def test_cli_train_and_eval_realnvp(tmp_path, mnist_root, capsys):
     res = json.loads((out / "eval.json").read_text())
     assert res["epochs"] == 1 and res["val"]["n"] == 64 and res["test"]["n"] == 10_000
     assert json.loads((out / "realnvp_args.json").read_text())["hidden"] == 16
+    assert json.loads((out / "config.json").read_text())["trainer"]["grad_clip"] == 5.0
     assert (out / "model.pt").is_file() and (out / "metrics.jsonl").is_file()
     capsys.readouterr()
     rc = cli.main([
