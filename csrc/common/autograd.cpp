@@ -227,19 +227,28 @@ struct Coupling : torch::autograd::Function<Coupling> {
 };
 
 // ------------------------------------------------------------------ planar flows
+// Both planar ops: (z, u, w, b) -> (z_K, logdet, activations); the activations are saved for
+// the backward and not differentiable.
+template <const char* kName>
+variable_list planar_forward(AutogradContext* ctx, const Tensor& z, const Tensor& u,
+                             const Tensor& w, const Tensor& b) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;  // run the backend kernel
+  using Out = std::tuple<Tensor, Tensor, Tensor>;
+  static auto op = handle<Out(const Tensor&, const Tensor&, const Tensor&, const Tensor&)>(kName);
+  auto [z_out, logdet, act] = op.call(z, u, w, b);
+  ctx->save_for_backward({z_out, act, u, w, b});
+  ctx->mark_non_differentiable({act});
+  ctx->set_materialize_grads(false);
+  return {z_out, logdet, act};
+}
+
+constexpr char kPlanar[] = "dgm_ext::planar_flow";
+constexpr char kPlanarRows[] = "dgm_ext::planar_flow_rows";
+
 struct Planar : torch::autograd::Function<Planar> {
   static variable_list forward(AutogradContext* ctx, const Tensor& z, const Tensor& u,
                                const Tensor& w, const Tensor& b) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;  // run the backend kernel
-    using Out = std::tuple<Tensor, Tensor, Tensor>;
-    static auto op =
-        handle<Out(const Tensor&, const Tensor&, const Tensor&, const Tensor&)>(
-            "dgm_ext::planar_flow");
-    auto [z_out, logdet, act] = op.call(z, u, w, b);
-    ctx->save_for_backward({z_out, act, u, w, b});
-    ctx->mark_non_differentiable({act});
-    ctx->set_materialize_grads(false);
-    return {z_out, logdet, act};
+    return planar_forward<kPlanar>(ctx, z, u, w, b);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     using Out = std::tuple<Tensor, Tensor, Tensor, Tensor>;
@@ -259,16 +268,7 @@ struct Planar : torch::autograd::Function<Planar> {
 struct PlanarRows : torch::autograd::Function<PlanarRows> {
   static variable_list forward(AutogradContext* ctx, const Tensor& z, const Tensor& u,
                                const Tensor& w, const Tensor& b) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;  // run the backend kernel
-    using Out = std::tuple<Tensor, Tensor, Tensor>;
-    static auto op =
-        handle<Out(const Tensor&, const Tensor&, const Tensor&, const Tensor&)>(
-            "dgm_ext::planar_flow_rows");
-    auto [z_out, logdet, act] = op.call(z, u, w, b);
-    ctx->save_for_backward({z_out, act, u, w, b});
-    ctx->mark_non_differentiable({act});
-    ctx->set_materialize_grads(false);
-    return {z_out, logdet, act};
+    return planar_forward<kPlanarRows>(ctx, z, u, w, b);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     using Out = std::tuple<Tensor, Tensor, Tensor, Tensor>;
