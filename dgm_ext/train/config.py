@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .compiled import COMPILE_MODES
+
 __all__ = ["TrainerConfig"]
 
 _OPTIMIZERS = ("adam", "adamw")
@@ -28,6 +30,13 @@ class TrainerConfig:
     a warning; the unreadable file is kept as ``last.pt.corrupt-<time>``), or, if there is
     none, stops with an error naming the files. ``resume=False`` starts from scratch and
     moves an earlier run's files into ``<run_dir>/old-<time>/`` (nothing is deleted).
+
+    ``compile_step=True`` (opt-in; models with ``training_step``, one process) compiles the
+    model's ``training_step`` and its backward with ``torch.compile`` (``compile_mode``;
+    ``"reduce-overhead"`` adds CUDA graphs on a GPU) and keeps the NaN guard on the device:
+    with the fused optimiser a non-finite step is skipped there and reported at the next
+    host synchronisation (see :mod:`dgm_ext.train.compiled`); the first epoch includes the
+    compilation.
     """
 
     run_dir: str | Path
@@ -60,6 +69,8 @@ class TrainerConfig:
     resume: bool = True  # resume from <run_dir>/checkpoints/last.pt when present (see above)
     eps: float = 1e-8  # Adam epsilon
     fused_optimizer: bool = True  # torch's fused Adam/AdamW kernel where the device has one
+    compile_step: bool = False  # torch.compile training_step and its backward (see below)
+    compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded in config.json
 
     def __post_init__(self) -> None:
@@ -103,6 +114,11 @@ class TrainerConfig:
             )
         if not self.min_delta >= 0:
             raise ValueError(f"TrainerConfig.min_delta must be >= 0, got {self.min_delta!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"TrainerConfig.compile_mode must be one of {COMPILE_MODES}, got "
+                f"{self.compile_mode!r}"
+            )
         if not isinstance(self.extra, dict):
             raise ValueError(f"TrainerConfig.extra must be a dict, got {type(self.extra).__name__}")
 

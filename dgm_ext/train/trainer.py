@@ -107,6 +107,7 @@ from .checkpoint import (
     seed_everything,
     set_rng_state,
 )
+from .compiled import CompiledStep
 from .config import TrainerConfig
 from .ema import ModelEMA
 
@@ -428,6 +429,13 @@ class Trainer:
         self._corrupt_last: tuple[Path, Path] | None = None  # (unreadable last.pt, its new name)
         self._started = False  # fit() has run once: resume=False no longer sets files aside
         self._ctx = StepContext(self)
+        self._compiled: CompiledStep | None = None
+        if config.compile_step and self._custom_step:
+            raise ValueError(
+                f"TrainerConfig.compile_step compiles the default step around "
+                f"training_step; {type(model).__name__} defines its own train_step(batch, "
+                "ctx) (compile inside it instead)"
+            )
 
     # ------------------------------------------------------------------ setup
     _resolve_device = staticmethod(resolve_device)
@@ -746,7 +754,11 @@ class Trainer:
             if not bool(bad):
                 return
             shown = f"{v.item()}" if scalar else "non-finite entries"
-        epoch, step = self.epoch + 1, self.global_step + 1
+        self._raise_non_finite(name, shown, self.global_step)
+
+    def _raise_non_finite(self, name: str, shown: str, step: int) -> None:
+        """Raise :class:`NonFiniteLossError` for 0-based global ``step`` of this epoch."""
+        epoch, step = self.epoch + 1, step + 1
         if self._last_good is not None:
             path, e, s = self._last_good
             where = (
@@ -788,7 +800,42 @@ class Trainer:
                 offset += n
 
     # ------------------------------------------------------------- the loop
+    def _build_compiled_step(self) -> None:
+        if self.world_size > 1:
+            raise ValueError(
+                "TrainerConfig.compile_step is not supported with several processes yet "
+                f"(world size {self.world_size}); train without it under torchrun"
+            )
+        cfg = self.config
+        self._compiled = CompiledStep(
+            self.model,
+            self.optimizers[0],
+            mode=cfg.compile_mode,
+            grad_clip=cfg.grad_clip,
+            check_grads=cfg.check_grads,
+            device=self.device,
+            check_now=self._check_finite,
+            raise_non_finite=lambda name, value, step: self._raise_non_finite(
+                name, f"{value}", step
+            ),
+        )
+
+    def _check_deferred(self) -> None:
+        """Raise for a non-finite step the compiled step recorded on the device."""
+        if self._compiled is not None:
+            self._compiled.check()
+
     def _train_step(self, batch: Any) -> Mapping[str, Tensor]:
+        if self._compiled is not None:
+            out = self._compiled(batch, self.global_step)
+            if id(self.optimizers[0]) in self._ema_optimizers:
+                self._ema_due = True
+            if not isinstance(out, Mapping) or "loss" not in out:
+                raise TypeError(
+                    f"{type(self.model).__name__}.training_step must return a dict with a "
+                    f"scalar 'loss', got {type(out).__name__}"
+                )
+            return out
         if self._custom_step:
             if self._reduce_grads_manually:
                 with torch.no_grad():
@@ -929,9 +976,11 @@ class Trainer:
                 ):
                     self._epoch_time += time.perf_counter() - t0
                     t0 = time.perf_counter()
+                    self._check_deferred()
                     self._save(acc)
         finally:
             bar.close()
+        self._check_deferred()
         row: dict[str, float] = {"epoch": e + 1, "step": self.global_step}
         row.update(acc.reduce("train_", self.world_size, self._comm_device()))
         if val_set is not None:
@@ -958,6 +1007,7 @@ class Trainer:
 
     # -------------------------------------------------------------- logging
     def _log_step(self, out: Mapping[str, Any], bar: Any) -> None:
+        self._check_deferred()
         key = "loss" if "loss" in out else next(iter(out), None)
         if key is None:
             return
@@ -1052,6 +1102,8 @@ class Trainer:
 
                     self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
             self._setup_parallel()
+            if self.config.compile_step and self._compiled is None:
+                self._build_compiled_step()
             loader = BatchLoader(
                 train_set,
                 self.config.batch_size,
