@@ -267,6 +267,27 @@ def test_gradients_match_reference_float32(name, device):
             assert_close(g, e, torch.float32, scale=10, msg=lambda m, s=s, i=i: f"{s} arg{i}: {m}")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_expanded_output_gradients(name, device):
+    """The gradient of out.sum() / out.mean() reaches the backward expanded (stride 0), which
+    the kernels read in place (and reparameterize's backward also writes mu's gradient in its
+    pass): the input gradients equal those from the same values materialised."""
+    for s in _samples(name, device, torch.float64, True):
+        outs = as_tuple(public(name)(*s.args, **s.kwargs))
+        if any(o.numel() == 0 for o in outs):
+            continue
+        inputs = [s.args[i] for i in s.diff_inputs()]
+        expanded = [torch.tensor(0.5 + k, dtype=o.dtype, device=device).expand(o.shape)
+                    for k, o in enumerate(outs)]  # fmt: skip
+        got = torch.autograd.grad(outs, inputs, expanded, retain_graph=True)
+        dense = [g.contiguous() for g in expanded]
+        want = torch.autograd.grad(outs, inputs, dense)
+        for g, w, i in zip(got, want, s.diff_inputs(), strict=True):
+            assert g.shape == s.args[i].shape, (s, i)
+            torch.testing.assert_close(g, w, msg=lambda m, s=s, i=i: f"{s} arg{i}: {m}")
+
+
 @pytest.mark.parametrize("name", OP_NAMES)
 def test_autograd_runs_in_cpp(name):
     """Every op's autograd is its C++ kernel (csrc/common/autograd.cpp): the graph node is a

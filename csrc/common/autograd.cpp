@@ -184,13 +184,18 @@ struct Reparameterize : torch::autograd::Function<Reparameterize> {
             "dgm_ext::reparameterize_backward");
     const auto s = ctx->get_saved_variables();
     const auto need = needs<3>(ctx);
-    Tensor g_lv, g_eps;
+    Tensor g_mu = grads[0], g_lv, g_eps;
     if (need[1] || need[2]) {
-      // dz/dmu = 1: mu's gradient is the incoming one, no kernel pass for it
-      std::tie(std::ignore, g_lv, g_eps) =
-          op.call(grads[0], s[0], s[1], s[2], {false, need[1], need[2]});
+      // dz/dmu = 1: mu's gradient is the incoming one, no kernel pass for it; unless that is
+      // not dense (e.g. expanded by a sum or mean), when the kernel writes it in the same pass
+      // rather than autograd copying it in another
+      const bool mu_in_pass = need[0] && !grads[0].is_non_overlapping_and_dense();
+      Tensor g_mu_pass;
+      std::tie(g_mu_pass, g_lv, g_eps) =
+          op.call(grads[0], s[0], s[1], s[2], {mu_in_pass, need[1], need[2]});
+      if (mu_in_pass) g_mu = g_mu_pass;
     }
-    return {reduce_to(grads[0], s[0], need[0]), reduce_to(g_lv, s[1], need[1]),
+    return {reduce_to(g_mu, s[0], need[0]), reduce_to(g_lv, s[1], need[1]),
             reduce_to(g_eps, s[2], need[2])};
   }
 };

@@ -110,11 +110,13 @@ RowPrep prepare_rows(const char* op, const std::vector<NamedTensor>& inputs, int
   for (size_t i = 0; i < inputs.size(); ++i) {
     at::Tensor t = left_pad(inputs[i].tensor, nd);
     // Columns: all broadcast, or flattenable with unit stride; otherwise copy this input's
-    // own rows with full columns (small: broadcast batch dims stay size 1).
+    // own rows with full columns (small: broadcast batch dims stay size 1). A stride-0 dim
+    // counts as broadcast: an expanded gradient (that of out.sum() or out.mean()) is then
+    // read in place instead of being materialised at the full size.
     bool all_bcast = true, unit = true;
     int64_t expect = 1;
     for (int64_t d = nd - 1; d >= nb; --d) {
-      const bool bc = t.size(d) == 1 && full[d] != 1;
+      const bool bc = (t.size(d) == 1 || t.stride(d) == 0) && full[d] != 1;
       all_bcast = all_bcast && (bc || full[d] == 1);
       if (full[d] != 1) {
         unit = unit && !bc && t.stride(d) == expect;
