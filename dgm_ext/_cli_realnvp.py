@@ -16,7 +16,7 @@ DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
 
 def add_train_parser(
-    tsub: Any, add_common: Any, add_training: Any, epilog: str
+    tsub: Any, add_common: Any, add_training: Any, epilog: str, add_compile: Any
 ) -> argparse.ArgumentParser:
     """Add ``train realnvp`` to the ``train`` subparsers."""
     p = tsub.add_parser(
@@ -48,6 +48,7 @@ def add_train_parser(
     )
     p.add_argument("--train-size", type=int, default=None, help="use the first N train images")
     p.add_argument("--val-size", type=int, default=None, help="use the first N val images")
+    add_compile(p)
     return p
 
 
@@ -115,6 +116,7 @@ def cmd_train_realnvp(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         device=args.device,
         fresh=args.fresh,
+        compile=args.compile,
     )
     training = FlowTraining(
         ctx,

@@ -68,6 +68,23 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     )
 
 
+_COMPILE_MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
+def _add_compile(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=_COMPILE_MODES,
+        metavar="MODE",
+        help="compile the training step with torch.compile (MODE: default, reduce-overhead "
+        "for CUDA graphs on a GPU, max-autotune, max-autotune-no-cudagraphs); the NaN guard "
+        "stays on (TrainerConfig.compile_step)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``dgm-ext``."""
     parser = argparse.ArgumentParser(prog="dgm-ext", description=__doc__.splitlines()[0])
@@ -103,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--train-size", type=int, default=None, help="use the first N train images")
     vae.add_argument("--val-size", type=int, default=None, help="use the first N val images")
     vae.add_argument("--k", type=int, default=0, help="also report test log p(x) with K samples")
+    _add_compile(vae)
 
     gan = tsub.add_parser("gan", help="train a GAN", epilog=_RESUME_HELP)
     _add_common(gan)
@@ -193,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from dgm_ext._cli_realnvp import add_train_parser
 
-    add_train_parser(tsub, _add_common, _add_training, _RESUME_HELP)
+    add_train_parser(tsub, _add_common, _add_training, _RESUME_HELP, _add_compile)
 
     ev = sub.add_parser(
         "eval",
@@ -328,6 +346,7 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         device=args.device,
         fresh=args.fresh,
+        compile=args.compile,
     )
     variant = args.variant or _default_variant(args.likelihood)
     cfg = dict(

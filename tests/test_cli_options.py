@@ -195,6 +195,19 @@ def test_train_device_is_recorded(tmp_path: Path, mnist_env: None) -> None:
     assert _json(run / "eval.json")["device"] == "cpu"
 
 
+@needs_mnist
+def test_train_compile_turns_on_the_compiled_step(tmp_path: Path, mnist_env: None) -> None:
+    run = tmp_path / "run"
+    assert _train(run, "--compile") == 0
+    trainer = _json(run / "config.json")["trainer"]
+    assert trainer["compile_step"] is True and trainer["compile_mode"] == "default"
+    assert len(_metrics(run)) == 1
+    assert _train(tmp_path / "eager") == 0
+    assert _json(tmp_path / "eager" / "config.json")["trainer"]["compile_step"] is False
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--compile", "fastest"])
+
+
 @pytest.mark.parametrize("device", ["cuda:99", "no-such-device"])
 def test_bad_device_is_refused_before_training(
     device: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -37,8 +37,10 @@ class RunContext:
     static binarisation independently of the training ``seed``;
     ``quick`` asks for the small (< 1 minute on a laptop CPU) version. ``device`` is handed
     to every ``TrainerConfig`` (``None``: the trainer's default, ``cuda:<LOCAL_RANK>`` when
-    CUDA is available, else the CPU). ``fresh`` asks :func:`run_experiment` to move an
-    existing run directory aside instead of resuming the training runs inside it.
+    CUDA is available, else the CPU). ``compile`` (a torch.compile mode, ``"default"``
+    included; ``None``: eager) turns on the trainer's compiled step. ``fresh`` asks
+    :func:`run_experiment` to move an existing run directory aside instead of resuming the
+    training runs inside it.
     """
 
     name: str
@@ -56,7 +58,14 @@ class RunContext:
     data_seed: int = 0
     device: str | None = None
     fresh: bool = False
+    compile: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def compile_options(self) -> dict[str, Any]:
+        """``TrainerConfig`` keywords for :attr:`compile`."""
+        if self.compile is None:
+            return {}
+        return {"compile_step": True, "compile_mode": self.compile}
 
     def path(self, *parts: str) -> Path:
         """A path inside the run directory (parent folders created)."""
@@ -222,6 +231,7 @@ def fit_model(
             progress=ctx.progress,
             device=ctx.device,
             extra={"ops": ops},
+            **ctx.compile_options(),
         )
 
     if epoch_callback is None:

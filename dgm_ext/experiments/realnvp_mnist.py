@@ -118,6 +118,7 @@ class FlowTraining:
             progress=self.ctx.progress,
             device=self.ctx.device,
             extra={"realnvp": self.model.config.to_dict(), "ops": self.model.ops.__name__},
+            **self.ctx.compile_options(),
         )
         trainer = Trainer(self.model, cfg)
         fresh = not (self.run_dir / "checkpoints" / "last.pt").is_file()

@@ -109,17 +109,26 @@ def planar_flow_rows(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor
     return z_out, logdet
 
 
+# Backends resolved so far, by name. A dict lookup, unlike importlib.import_module, is traced
+# by torch.compile: a model that resolves its backend inside training_step (by name, so that
+# it deep-copies) compiles into one graph instead of breaking at every resolution.
+_BACKENDS: dict[str, ModuleType] = {}
+_ALIASES = {"fused": "dgm_ext.ops", "reference": "dgm_ext.ops.reference"}
+
+
 def resolve_ops(ops: ModuleType | str | None) -> ModuleType:
     """The op backend: a module, ``"fused"`` (``dgm_ext.ops``), ``"reference"`` or a name."""
-    if ops is None or ops == "fused":
-        return importlib.import_module("dgm_ext.ops")
-    if ops == "reference":
-        return importlib.import_module("dgm_ext.ops.reference")
-    if isinstance(ops, str):
-        return importlib.import_module(ops)
     if isinstance(ops, ModuleType):
         return ops
-    raise TypeError(f"ops must be a module, 'fused', 'reference' or a module name, got {ops!r}")
+    if ops is None:
+        ops = "fused"
+    if not isinstance(ops, str):
+        raise TypeError(f"ops must be a module, 'fused', 'reference' or a module name, got {ops!r}")
+    name = _ALIASES.get(ops, ops)
+    module = _BACKENDS.get(name)
+    if module is None:
+        module = _BACKENDS[name] = importlib.import_module(name)
+    return module
 
 
 __all__ = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +92,7 @@ class VAE(nn.Module):
     @property
     def ops(self) -> ModuleType:
         """The op backend module in use."""
-        return importlib.import_module(self._ops_name)
+        return resolve_ops(self._ops_name)
 
     @property
     def latent_dim(self) -> int:
