@@ -36,7 +36,8 @@ GAN and RealNVP epochs (``test_gan_epoch``, ``test_realnvp_epoch``), providers `
   gradients clipped to norm 5) on ``FLOW_IMAGES`` 8-bit images. ``plain``: the model built on
   the plain-PyTorch coupling (``ops="reference"``: what a user without dgm_ext writes), fresh
   dequantisation noise, ``bits_per_dim(x).mean()``, clip, default Adam; ``trainer``: the
-  library's model (fused coupling op) in the Trainer. Ratios are same-run medians; on two
+  library's model (fused coupling op) in the Trainer; ``trainer-compiled``: the same with
+  ``compile_step=True``. Ratios are same-run medians; on two
 cores any other busy process distorts them (see benchmarks/RESULTS.md).
 """
 
@@ -225,7 +226,7 @@ def test_gan_epoch(benchmark, provider: str) -> None:
     assert torch.isfinite(torch.tensor(rows[-1]["train_generator_loss"]))
 
 
-@pytest.mark.parametrize("provider", ["plain", "trainer"])
+@pytest.mark.parametrize("provider", ["plain", "trainer", "trainer-compiled"])
 def test_realnvp_epoch(benchmark, provider: str) -> None:
     images = _images("levels", FLOW_IMAGES)
     benchmark.group = f"realnvp epoch | mlp hidden {FLOW_HIDDEN}, batch 128, {FLOW_IMAGES} images"
@@ -250,5 +251,6 @@ def test_realnvp_epoch(benchmark, provider: str) -> None:
         assert torch.isfinite(benchmark.pedantic(epoch, rounds=FLOW_ROUNDS, warmup_rounds=1))
         return
     rows = _trainer_rounds(benchmark, model, images, "levels", FLOW_ROUNDS, batch_size=128,
-                           lr=LR, grad_clip=5.0)  # fmt: skip
+                           lr=LR, grad_clip=5.0,
+                           compile_step=provider == "trainer-compiled")  # fmt: skip
     assert torch.isfinite(torch.tensor(rows[-1]["train_loss"]))
