@@ -89,8 +89,8 @@ def test_compiled_step_trains_like_the_eager_step(tmp_path):
     assert t._compiled is not None and t._compiled.deferred  # the fused Adam skips on device
     for re, rc in zip(rows_e, rows_c, strict=True):
         assert rc["step"] == re["step"]
-        assert rc["train_loss"] == pytest.approx(re["train_loss"], rel=1e-5)
-        assert rc["train_kl"] == pytest.approx(re["train_kl"], rel=1e-5)
+        assert rc["train_loss"] == pytest.approx(re["train_loss"], rel=1e-4)
+        assert rc["train_kl"] == pytest.approx(re["train_kl"], rel=1e-4)
     for pe, pc in zip(eager.parameters(), comp.parameters(), strict=True):
         torch.testing.assert_close(pc, pe, rtol=1e-4, atol=1e-5)
     # the EMA moved once per step, as in the eager step
@@ -183,7 +183,7 @@ def test_gradient_check_is_deferred_too(tmp_path):
         trainer.fit(vae_data())
     assert err.value.step == 1 and trainer.global_step == 4
     for p, b in zip(model.parameters(), before, strict=True):
-        assert torch.equal(p, b)  # no update was applied, not even the first
+        assert torch.equal(p.cpu(), b)  # no update was applied, not even the first
 
 
 def _one_graph(model: nn.Module, batch) -> None:
