@@ -122,14 +122,7 @@ def test_vae_epoch(benchmark, provider: str) -> None:
     images = _images()
     model = _model("reference" if provider == "trainer-reference" else "fused")
     benchmark.group = f"vae epoch | 784-500-20, batch {BATCH}, {N_IMAGES} images"
-    benchmark.extra_info.update(
-        suite="loop",
-        provider=provider,
-        device="cpu",
-        device_name=device_name("cpu"),
-        threads=torch.get_num_threads(),
-        quick=QUICK,
-    )
+    _info(benchmark, provider)
     if provider.startswith("plain"):
         if provider == "plain":
             opt, loss_fn = torch.optim.Adam(model.parameters(), lr=LR), _plain_loss
@@ -141,28 +134,9 @@ def test_vae_epoch(benchmark, provider: str) -> None:
         )
         assert torch.isfinite(out)
         return
-    data = ImageDataset(images, torch.zeros(images.shape[0], dtype=torch.long), "static")
-    tmp = tempfile.TemporaryDirectory()
-    epochs = iter(range(1, 10**6))
-
-    def setup():
-        cfg = TrainerConfig(
-            run_dir=os.path.join(tmp.name, "run"),
-            epochs=next(epochs),
-            batch_size=BATCH,
-            lr=LR,
-            progress=True,
-            device="cpu",
-            compile_step=provider == "trainer-compiled",
-        )
-        return (Trainer(model, cfg),), {}
-
-    def run(trainer):
-        return trainer.fit(data)
-
-    rows = benchmark.pedantic(run, setup=setup, rounds=ROUNDS, warmup_rounds=1)
+    rows = _trainer_rounds(benchmark, model, images, "static", ROUNDS, batch_size=BATCH, lr=LR,
+                           compile_step=provider == "trainer-compiled")  # fmt: skip
     assert rows and torch.isfinite(torch.tensor(rows[-1]["train_loss"]))
-    tmp.cleanup()
 
 
 def _info(benchmark, provider: str) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -168,3 +169,12 @@ def cfg(tmp_path: Path, **kw) -> TrainerConfig:
     kw.setdefault("progress", False)
     kw.setdefault("batch_size", 16)
     return TrainerConfig(run_dir=tmp_path / "run", **kw)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (small models: no thread-pool cost), restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _train_helpers import cfg
+from _train_helpers import cfg, one_thread  # noqa: F401  (fixture)
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -14,15 +14,10 @@ from dgm_ext import ops
 from dgm_ext.train import NonFiniteLossError, Trainer, TrainerConfig, load_checkpoint
 from dgm_ext.train.compiled import skips_on_device
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 class TinyVAE(nn.Module):
