@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (loads libtorch before the extension)
 
-from dgm_ext import _extension
+from dgm_ext import _console, _extension
 
 _C = _extension.load(__name__, list(__path__))
 
 from dgm_ext import ops  # noqa: E402  (registers fake kernels on the loaded extension)
+
+_console.install()
 
 __version__ = "0.1.0"
 

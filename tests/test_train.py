@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import dgm_ext.train.checkpoint as ckpt_mod
+import dgm_ext.train.trainer as trainer_mod
 from dgm_ext.data import ImageDataset
 from dgm_ext.train import (
     ModelEMA,
@@ -127,7 +128,8 @@ def test_device_follows_local_rank(fake_one_gpu, monkeypatch):
 
 
 # ----------------------------------------------------------------- metrics and files
-def test_metrics_files_config_and_progress(tmp_path, capsys):
+def test_metrics_files_config_and_progress(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(trainer_mod, "_is_terminal", lambda stream: True)  # a console
     data = regression_data()
     t = Trainer(Regressor(), cfg(tmp_path, epochs=3, progress=True, extra={"note": "x"}))
     hist = t.fit(data, regression_data(32, seed=1))
@@ -149,6 +151,18 @@ def test_metrics_files_config_and_progress(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "epoch 3/3" in captured.err  # the tqdm bar
     assert "train_loss=" in captured.out  # the per-epoch summary line
+
+
+def test_progress_into_a_file_is_one_line_per_epoch(tmp_path, capsys):
+    """stderr redirected to a file (not a terminal, as under pytest): no progress bar, whose
+    every redraw would be a line of the log; the per-epoch summary line only."""
+    data = regression_data(256)  # 16 batches of 16, log_every 1: many bar refreshes
+    t = Trainer(Regressor(), cfg(tmp_path, epochs=3, progress=True, log_every=1))
+    t.fit(data)
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    lines = captured.out.splitlines()
+    assert [line.split()[0] for line in lines] == ["epoch=1", "epoch=2", "epoch=3"]
 
 
 def test_epoch_means_are_weighted_by_batch_size(tmp_path):
@@ -197,7 +211,7 @@ def test_resume_with_changed_batch_size_warns(tmp_path, caplog):
     Trainer(Regressor(), cfg(tmp_path, epochs=1)).fit(regression_data())
     with caplog.at_level("WARNING", logger="dgm_ext.train"):
         Trainer(Regressor(), cfg(tmp_path, epochs=2, batch_size=8)).fit(regression_data())
-    assert "different batch_size" in caplog.text
+    assert "different settings: batch_size 16 -> 8: the run continues" in caplog.text
 
 
 def test_custom_step_model_without_eval_method_rejects_val_set(tmp_path):

@@ -105,6 +105,7 @@ def test_progress_bar_arguments(tmp_path, monkeypatch):
         write = staticmethod(lambda text: None)
 
     monkeypatch.setattr(trainer_mod, "tqdm", Bar)
+    monkeypatch.setattr(trainer_mod, "_is_terminal", lambda stream: True)
     Trainer(Regressor(), cfg(tmp_path, epochs=2, progress=True)).fit(regression_data())
     assert bars == [
         dict(total=4, initial=0, desc=f"epoch {e}/2", disable=False, leave=False,
@@ -298,4 +299,6 @@ def test_resume_restores_ema_and_early_stop_and_warns_on_a_changed_seed(tmp_path
 
     with caplog.at_level("WARNING", logger="dgm_ext.train"):
         Trainer(Regressor(), cfg(tmp_path, epochs=3, seed=8)).fit(data)
-    assert "was written with different seed: the run continues" in caplog.text
+    assert "was written with different settings: seed 0 -> 8, ema_decay 0.9 -> None: the run" in (
+        caplog.text
+    )

@@ -215,7 +215,11 @@ def test_no_ema_state_warning_in_full(tmp_path, caplog):
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         Trainer(Regressor(), cfg(tmp_path, epochs=1, ema_decay=0.5)).fit(regression_data())
-    assert _messages(caplog) == [f"{last} has no EMA state; the EMA restarts from the weights"]
+    assert _messages(caplog) == [
+        f"{last} has no EMA state; the EMA restarts from the weights",
+        f"{last} was written with different settings: ema_decay None -> 0.5: the run continues "
+        "with the current ones, but not as an exact continuation of the interrupted one",
+    ]
 
 
 def test_early_stopping_log_line_and_its_arguments(tmp_path, caplog):
@@ -250,8 +254,8 @@ def test_resume_reports_only_the_settings_that_changed(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         Trainer(Regressor(), cfg(tmp_path, epochs=4, seed=5, batch_size=32)).fit(data)
     assert _messages(caplog) == [
-        f"{last} was written with different batch_size: the run continues, but not as an "
-        "exact continuation of the interrupted one"
+        f"{last} was written with different settings: batch_size 16 -> 32: the run continues "
+        "with the current ones, but not as an exact continuation of the interrupted one"
     ]
 
 

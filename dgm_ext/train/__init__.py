@@ -11,10 +11,12 @@ from .checkpoint import (
 )
 from .config import TrainerConfig
 from .ema import ModelEMA
+from .resume import ModelMismatchError
 from .trainer import (
     NonFiniteLossError,
     StepContext,
     Trainer,
+    TrainingInterrupted,
     build_optimizer,
     make_adam,
     resolve_device,
@@ -22,10 +24,12 @@ from .trainer import (
 
 __all__ = [
     "ModelEMA",
+    "ModelMismatchError",
     "NonFiniteLossError",
     "StepContext",
     "Trainer",
     "TrainerConfig",
+    "TrainingInterrupted",
     "atomic_copy",
     "atomic_save",
     "build_optimizer",

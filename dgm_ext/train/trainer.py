@@ -85,6 +85,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -96,6 +97,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from dgm_ext._console import CONSOLE_DONE
 from dgm_ext.data.dataset import BatchLoader
 
 from .checkpoint import (
@@ -110,12 +112,56 @@ from .checkpoint import (
 from .compiled import CompiledStep
 from .config import TrainerConfig
 from .ema import ModelEMA
+from .resume import (
+    ModelMismatchError,
+    apply_optimizer_hyperparameters,
+    changed_settings,
+    check_same_model,
+    describe_changes,
+    optimizer_hyperparameters,
+)
 
-__all__ = ["NonFiniteLossError", "StepContext", "Trainer", "build_optimizer"]
+__all__ = [
+    "NonFiniteLossError",
+    "StepContext",
+    "Trainer",
+    "TrainingInterrupted",
+    "build_optimizer",
+]
 
 log = logging.getLogger("dgm_ext.train")
 
 CHECKPOINT_FORMAT = "dgm_ext.train/1"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (``KeyboardInterrupt``) during :meth:`Trainer.fit`, with where training stood
+    and the checkpoint a rerun resumes from; ``str()`` is a one-line report.
+
+    A ``KeyboardInterrupt`` subclass, so code that stops on Ctrl-C still does.
+    """
+
+    def __init__(
+        self, epoch: int, step: int, batch_in_epoch: int, checkpoint: tuple[Path, int, int] | None
+    ) -> None:
+        self.epoch, self.step, self.batch_in_epoch = epoch, step, batch_in_epoch
+        self.checkpoint = checkpoint
+        if batch_in_epoch:
+            where = f"interrupted in epoch {epoch + 1} after {batch_in_epoch} of its batches"
+        elif epoch:
+            where = f"interrupted after epoch {epoch}"  # e.g. while its checkpoint was written
+        else:
+            where = "interrupted in epoch 1"
+        where += f" (step {step})"
+        if checkpoint is None:
+            tail = "no checkpoint was written yet; rerunning starts over"
+        else:
+            path, ck_epoch, ck_step = checkpoint
+            tail = (
+                f"the last checkpoint is {path} (epoch {ck_epoch}, step {ck_step}); rerun "
+                "the same command (or fit() with the same run_dir) to resume from it"
+            )
+        super().__init__(f"{where}; {tail}")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -590,14 +636,21 @@ class Trainer:
                 "start fresh with TrainerConfig(resume=False) or another run_dir"
             )
         # everything that can be checked is checked before any state is changed
+        check_same_model(ck["model"], self.model, path, self.run_dir)
         if len(ck["optimizers"]) != len(self.optimizers):
-            raise ValueError(
-                f"{path} holds {len(ck['optimizers'])} optimiser states but the model "
-                f"configures {len(self.optimizers)}"
+            raise ModelMismatchError(
+                f"{self.run_dir} holds a run of a different model: {path} holds "
+                f"{len(ck['optimizers'])} optimiser states but this model configures "
+                f"{len(self.optimizers)}. Train it in a new run_dir (--out), or pass "
+                "resume=False (--fresh) to move the earlier run aside and start over."
             )
+        fresh_hyper = optimizer_hyperparameters(self.optimizers)
         self.model.load_state_dict(ck["model"])
         for opt, sd in zip(self.optimizers, ck["optimizers"], strict=True):
             opt.load_state_dict(sd)
+        # the settings of this run are the ones in force: load_state_dict brought back the
+        # checkpoint's learning rate (and betas, eps, weight decay)
+        optimizer_notes = apply_optimizer_hyperparameters(self.optimizers, fresh_hyper)
         if self.ema is not None:
             if ck["ema"] is None:
                 log.warning("%s has no EMA state; the EMA restarts from the weights", path)
@@ -612,17 +665,13 @@ class Trainer:
         self._epoch_time = float(t["epoch_time"])
         self.history = [dict(r) for r in ck["history"]]
         self._acc = self._restore_accumulator(ck)
-        old_cfg = ck.get("config") or {}
-        changed = [
-            k
-            for k in ("batch_size", "seed", "drop_last")
-            if k in old_cfg and old_cfg[k] != getattr(self.config, k)
-        ]
-        if changed:
+        changes = changed_settings(ck.get("config") or {}, self.config)
+        optimizer_notes = [n for n in optimizer_notes if not _implied(n, changes)]
+        if changes or optimizer_notes:
             log.warning(
-                "%s was written with different %s: the run continues, but not as an exact "
-                "continuation of the interrupted one",
-                path, ", ".join(changed),
+                "%s was written with different settings: %s: the run continues with the "
+                "current ones, but not as an exact continuation of the interrupted one",
+                path, "; ".join(filter(None, [describe_changes(changes), *optimizer_notes])),
             )  # fmt: skip
         rng = ck["rng"]
         if len(rng) == self.world_size:
@@ -635,7 +684,8 @@ class Trainer:
             )  # fmt: skip
             seed_everything(self.config.seed + self.rank + 7919 * (self.global_step + 1))
         self._last_good = (path, self.epoch, self.global_step)
-        log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.global_step)
+        if self.is_main:
+            log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.global_step)
         return True
 
     def _restore_accumulator(self, ck: Mapping[str, Any]) -> _Accumulator | None:
@@ -948,7 +998,8 @@ class Trainer:
             total=n_batches,
             initial=self.batch_in_epoch,
             desc=f"epoch {e + 1}{total}",
-            disable=not (cfg.progress and self.is_main),
+            # a bar redrawn into a log file is thousands of lines: there, the epoch line only
+            disable=not (cfg.progress and self.is_main and _is_terminal(sys.stderr)),
             leave=False,
             dynamic_ncols=True,
         )
@@ -1021,9 +1072,9 @@ class Trainer:
         text = " ".join(
             f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
         )
-        log.info(text)
         if self.config.progress:
             tqdm.write(text)
+        log.info(text, extra={CONSOLE_DONE: self.config.progress})
         if self._tb is not None:
             for k, v in row.items():
                 if k != "epoch":
@@ -1114,8 +1165,15 @@ class Trainer:
                 world_size=self.world_size,
                 num_workers=self.config.num_workers,
             )
-            while not self._finished():
-                self._run_epoch(loader, val_set)
+            try:
+                while not self._finished():
+                    self._run_epoch(loader, val_set)
+            except KeyboardInterrupt as exc:
+                if isinstance(exc, TrainingInterrupted):
+                    raise
+                raise TrainingInterrupted(
+                    self.epoch, self.global_step, self.batch_in_epoch, self._last_good
+                ) from exc
             if self.world_size > 1:
                 dist.barrier()
             return [dict(r) for r in self.history]
@@ -1127,6 +1185,12 @@ class Trainer:
             if self._owns_process_group and dist.is_initialized():
                 dist.destroy_process_group()
                 self._owns_process_group = False
+
+
+def _implied(note: str, changes: Sequence[tuple[str, Any, Any]]) -> bool:
+    """An optimiser note ("optimizer 0 lr 0.0003 -> 0.001") that only restates a changed
+    TrainerConfig field of the same name."""
+    return any(f" {k} " in note for k, _, _ in changes)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -1141,6 +1205,14 @@ def _atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _is_terminal(stream: Any) -> bool:
+    """True when ``stream`` is an interactive terminal (False for files, pipes, None)."""
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def _short_error(exc: BaseException) -> str:
