@@ -14,6 +14,8 @@ import torch
 from _train_helpers import Regressor, cfg, regression_data
 from torch import nn
 
+import dgm_ext.train.records as records_mod
+import dgm_ext.train.resume as resume_mod
 import dgm_ext.train.trainer as trainer_mod
 from dgm_ext.train import Trainer, atomic_save, load_checkpoint
 
@@ -162,17 +164,17 @@ def test_resumed_mid_epoch_bar_starts_at_the_batch_reached(tmp_path, monkeypatch
     ],
 )
 def test_short_error(exc, want):
-    got = trainer_mod._short_error(exc)
+    got = resume_mod.short_error(exc)
     assert got == want and len(got) <= 200
 
 
 def test_unused_path(tmp_path):
     p = tmp_path / "old"
-    assert trainer_mod._unused_path(p) == p
+    assert resume_mod.unused_path(p) == p
     p.mkdir()
-    assert trainer_mod._unused_path(p) == tmp_path / "old-2"
+    assert resume_mod.unused_path(p) == tmp_path / "old-2"
     (tmp_path / "old-2").write_text("")
-    assert trainer_mod._unused_path(p) == tmp_path / "old-3"
+    assert resume_mod.unused_path(p) == tmp_path / "old-3"
 
 
 def test_progress_bar_shows_the_loss_or_the_first_metric(tmp_path, monkeypatch):
@@ -239,7 +241,7 @@ def test_resume_false_moves_every_earlier_file_including_tensorboard(tmp_path, c
 
 
 def test_batch_size_of_each_batch_layout():
-    bs = trainer_mod._batch_size
+    bs = records_mod.batch_size_of
     x = torch.zeros(5, 3)
     assert bs(x) == 5 and bs(torch.tensor(2.0)) == 1
     assert bs((x, x[:, 0])) == 5 and bs([x]) == 5 and bs({"x": x, "y": x}) == 5

@@ -28,6 +28,9 @@ from test_train_ddp_inprocess import (  # noqa: F401  (rank0 is a fixture)
 )
 from torch import nn
 
+import dgm_ext.train.checkpoint as ckpt_mod
+import dgm_ext.train.connector as connector_mod
+import dgm_ext.train.records as records_mod
 import dgm_ext.train.trainer as trainer_mod
 from dgm_ext.train import (
     NonFiniteLossError,
@@ -327,11 +330,11 @@ def test_mid_epoch_checkpoint_without_running_sums_restarts_them(tmp_path):
 
 
 def test_accumulator_sums_in_float64_and_nan_without_examples():
-    acc = trainer_mod._Accumulator()
+    acc = records_mod.MetricAccumulator()
     acc.add({"loss": torch.tensor(0.1, dtype=torch.float32)}, 3, "training_step")
     assert acc.sums["loss"].dtype == torch.float64
     assert acc.state_dict()["sums"]["loss"].dtype == torch.float64
-    empty = trainer_mod._Accumulator()
+    empty = records_mod.MetricAccumulator()
     empty.add({"loss": torch.tensor(1.0)}, 0, "training_step")  # a metric of no example
     out = empty.reduce("train_", 1, torch.device("cpu"))
     assert list(out) == ["train_loss"] and out["train_loss"] != out["train_loss"]  # NaN
@@ -340,7 +343,7 @@ def test_accumulator_sums_in_float64_and_nan_without_examples():
 def test_failed_atomic_write_raises_the_original_error(tmp_path):
     # the temporary file was never created, so removing it fails too: that is suppressed
     with pytest.raises(FileNotFoundError):
-        trainer_mod._atomic_write_text(tmp_path / "missing" / "metrics.csv", "x\n")
+        ckpt_mod.atomic_write_text(tmp_path / "missing" / "metrics.csv", "x\n")
 
 
 # --------------------------------------------------------------- two ranks (DDP)
@@ -356,14 +359,14 @@ def test_two_ranks_resume_a_one_process_run_and_gather_both_ranks_sums(
     toy = _toy()
     _single(toy, "mlp", tmp_path / "run" / "mlp", 6, 1, 96, deterministic=False)  # 12 steps
     saved = []
-    real_save = trainer_mod.atomic_save
+    real_save = connector_mod.atomic_save
 
     def spy(state, path):
         keys = ("trainer", "accumulator", "accumulators")
         saved.append(copy.deepcopy({k: state[k] for k in keys}))
         real_save(state, path)
 
-    monkeypatch.setattr(trainer_mod, "atomic_save", spy)
+    monkeypatch.setattr(connector_mod, "atomic_save", spy)
     reports = tmp_path / "reports"
     reports.mkdir()
     argv = ["--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out.pt"),

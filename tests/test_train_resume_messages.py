@@ -140,9 +140,8 @@ def test_ctrl_c_reports_where_training_stood_and_the_checkpoint_to_resume(tmp_pa
         "(epoch 1, step 4); rerun the same command (or fit() with the same run_dir) to resume "
         "from it"
     )
-    with pytest.raises(TrainingInterrupted, match=r"^interrupted in epoch 1 after 1 of its "
-                                                  r"batches \(step 1\); no checkpoint was "
-                                                  "written yet; rerunning starts over$"):  # fmt: skip
+    first = r"^interrupted in epoch 1 after 1 of its batches \(step 1\); no checkpoint was "
+    with pytest.raises(TrainingInterrupted, match=first + "written yet; rerunning starts over$"):
         Trainer(_InterruptAt(2), cfg(tmp_path / "b", epochs=3)).fit(data)
 
 

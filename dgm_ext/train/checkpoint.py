@@ -20,6 +20,7 @@ import torch
 __all__ = [
     "atomic_copy",
     "atomic_save",
+    "atomic_write_text",
     "get_rng_state",
     "load_checkpoint",
     "seed_everything",
@@ -57,6 +58,23 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically: a temporary file beside it, fsync, then
+    ``os.replace``; on any error the temporary file is removed and ``path`` is untouched."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:

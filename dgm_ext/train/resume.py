@@ -1,16 +1,17 @@
-"""What a resume checks before it changes anything: the model in the checkpoint is the model
-being trained, and which settings differ from the run being continued.
-
-Kept out of the loop (as Lightning keeps its checkpoint connector out of its fit loop): the
-Trainer calls :func:`check_same_model` before loading a checkpoint, :func:`changed_settings`
-to report every training setting that differs from the checkpoint's, and
-:func:`optimizer_hyperparameters` / :func:`apply_optimizer_hyperparameters` so that the
-optimiser settings of the current run are the ones in force after ``load_state_dict``
-(which would otherwise silently restore the checkpoint's learning rate).
+"""Resume, kept out of the training loop (as Lightning keeps its checkpoint connector out of
+its fit loop): which checkpoint to resume from (:func:`load_for_resume`: ``last.pt``, or the
+newest intact one when it is unreadable), what is checked before anything changes (the model
+in the checkpoint is the model being trained: :func:`check_same_model`; which training
+settings differ: :func:`changed_settings`), the optimiser settings of the current run put
+back after ``load_state_dict`` (:func:`apply_optimizer_hyperparameters`), each rank's running
+sums (:func:`restore_accumulator`), and ``resume=False`` (:func:`set_aside_earlier_run`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,30 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .checkpoint import _fsync_dir, load_checkpoint
+from .records import MetricAccumulator
+
+log = logging.getLogger("dgm_ext.train")
+
+# The "format" tag of every Trainer checkpoint.
+CHECKPOINT_FORMAT = "dgm_ext.train/1"
+
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "EXACTNESS_FIELDS",
     "TRAINING_FIELDS",
     "ModelMismatchError",
     "apply_optimizer_hyperparameters",
     "changed_settings",
     "check_same_model",
+    "describe_changes",
+    "implied_by_config",
+    "load_for_resume",
     "optimizer_hyperparameters",
+    "restore_accumulator",
+    "set_aside_earlier_run",
+    "short_error",
+    "unused_path",
 ]
 
 # TrainerConfig fields whose change makes a resumed run differ from an uninterrupted one.
@@ -116,6 +133,12 @@ def describe_changes(changes: Sequence[tuple[str, Any, Any]]) -> str:
     return ", ".join(f"{k} {_show(_norm(a))} -> {_show(_norm(b))}" for k, a, b in changes)
 
 
+def implied_by_config(note: str, changes: Sequence[tuple[str, Any, Any]]) -> bool:
+    """An optimiser note ("optimizer 0 lr 0.0003 -> 0.001") that only restates a changed
+    TrainerConfig field of the same name."""
+    return any(f" {k} " in note for k, _, _ in changes)
+
+
 def optimizer_hyperparameters(optimizers: Sequence[torch.optim.Optimizer]) -> list[list[dict]]:
     """The hyperparameters of every parameter group of every optimiser (a copy)."""
 
@@ -146,3 +169,120 @@ def apply_optimizer_hyperparameters(
                 else:
                     group[k] = v
     return notes
+
+
+def load_for_resume(
+    last: Path,
+) -> tuple[Path, dict[str, Any], tuple[Path, Path] | None]:
+    """``(path, checkpoint, corrupt)``: ``last.pt``, or, when it cannot be read (e.g. truncated
+    by a full disk), the newest intact ``epoch-XXXX.pt`` / ``best.pt`` beside it (with a
+    warning; ``corrupt`` is then ``(last, the name to move it to before the next write)``); a
+    one-line ``RuntimeError`` naming every file tried when none is intact."""
+    folder = last.parent
+    try:
+        return last, load_checkpoint(last), None
+    except Exception as exc:  # torch's zip reader / unpickler errors on a damaged file
+        reason = short_error(exc)
+    found: list[str] = []
+    newest: tuple[tuple[int, int], Path, dict[str, Any]] | None = None
+    candidates = sorted(folder.glob("epoch-*.pt"), reverse=True)
+    candidates.append(folder / "best.pt")
+    for cand in candidates:
+        if not cand.is_file():
+            continue
+        try:
+            ck = load_checkpoint(cand)
+        except Exception as exc:
+            found.append(f"{cand.name} (unreadable: {short_error(exc)})")
+            continue
+        if ck.get("format") != CHECKPOINT_FORMAT or not isinstance(ck.get("trainer"), dict):
+            found.append(f"{cand.name} (unknown format {ck.get('format')!r})")
+            continue
+        t = ck["trainer"]
+        key = (int(t["global_step"]), int(t["epoch"]))
+        found.append(f"{cand.name} (intact: epoch {key[1]}, step {key[0]})")
+        if newest is None or key > newest[0]:
+            newest = (key, cand, ck)
+    if newest is None:
+        checked = "; ".join(found) if found else "no epoch-XXXX.pt or best.pt"
+        raise RuntimeError(
+            f"cannot resume: {last} is unreadable ({reason}) and no intact checkpoint was "
+            f"found in {folder} ({checked}). {last} is left as it is. To start "
+            "fresh, pass TrainerConfig(resume=False) (the earlier run's files are moved "
+            "into <run_dir>/old-<time>/) or use another run_dir."
+        )
+    (step, epoch), used, ck = newest
+    aside = unused_path(last.with_name(f"{last.name}.corrupt-{timestamp()}"))
+    log.warning(
+        "%s is unreadable (%s); resuming from %s (epoch %d, step %d), the newest intact "
+        "checkpoint. The unreadable file is kept: it is renamed to %s before the next "
+        "checkpoint is written.",
+        last, reason, used, epoch, step, aside.name,
+    )  # fmt: skip
+    return used, ck, (last, aside)
+
+
+def restore_accumulator(
+    ck: Mapping[str, Any], rank: int, world_size: int, device: torch.device
+) -> MetricAccumulator | None:
+    """This rank's running sums of a mid-epoch checkpoint. Written by as many processes:
+    each rank takes its own; by a different number: rank 0 takes the sum of all of them
+    (the epoch means stay right, as they are sums over all ranks)."""
+    per_rank = ck.get("accumulators")
+    if per_rank is None:  # written before the per-rank list existed: rank 0's sums only
+        per_rank = [ck.get("accumulator")]
+    if not any(per_rank):
+        return None
+    if len(per_rank) == world_size:
+        own = per_rank[rank]
+        return MetricAccumulator.from_state(own, device) if own else MetricAccumulator()
+    merged = MetricAccumulator()
+    if rank == 0:
+        for state in per_rank:
+            if not state:
+                continue
+            part = MetricAccumulator.from_state(state, device)
+            for k, v in part.sums.items():
+                merged.sums[k] = merged.sums[k] + v if k in merged.sums else v
+                merged.counts[k] = merged.counts.get(k, 0) + part.counts[k]
+    return merged
+
+
+def set_aside_earlier_run(run_dir: Path) -> None:
+    """``resume=False`` in a run_dir that holds an earlier run: move its files (never
+    delete them) into ``<run_dir>/old-<time>/`` so the new run starts from a clean slate."""
+    names = ("checkpoints", "metrics.jsonl", "metrics.csv", "config.json", "tb")
+    present = [n for n in names if (run_dir / n).exists()]
+    if not present:
+        return
+    dest = unused_path(run_dir / f"old-{timestamp()}")
+    dest.mkdir(parents=True)
+    for n in present:
+        os.replace(run_dir / n, dest / n)
+    _fsync_dir(run_dir)
+    log.warning(
+        "resume=False: %s held an earlier run; its %s were moved to %s (nothing was "
+        "deleted) and training starts from scratch",
+        run_dir, ", ".join(present), dest,
+    )  # fmt: skip
+
+
+def short_error(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters), for one-line messages."""
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def timestamp() -> str:
+    """``YYYYmmdd-HHMMSS`` of now (local time), for the names of set-aside files."""
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def unused_path(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``, ... : the first that does not exist."""
+    n, out = 1, path
+    while out.exists():
+        n += 1
+        out = path.with_name(f"{path.name}-{n}")
+    return out
