@@ -1,27 +1,25 @@
 """`dgm-ext eval --metrics` and dgm_ext.metrics.evaluate: sources, references and plumbing.
 
 The feature networks are replaced by fixed random projections (the real MNIST classifier and
-Inception have their own tests), so every number can be recomputed here independently.
+Inception have their own tests), so every number can be recomputed here independently. Tests
+that read MNIST carry ``needs_mnist`` (``_data.py``: skipped when the files are missing,
+failed under ``$DGM_EXT_REQUIRE_DATA``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
+from _data import DATA, needs_mnist
 from _metrics_helpers import projection_space
 from PIL import Image
 
 from dgm_ext import cli
 from dgm_ext.metrics import evaluate as ev
 from dgm_ext.metrics import frechet_distance, inception_score, save_stats
-
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("DGM_EXT_DATA"), reason="DGM_EXT_DATA is not set (CI sets it)"
-)
 
 
 @pytest.fixture
@@ -51,9 +49,10 @@ def _run(argv, tmp_path, capsys):
 def _mnist(split, n):
     from dgm_ext.data import load_mnist
 
-    return load_mnist(split, "grey").images[:n]
+    return load_mnist(split, "grey", root=DATA, download=False).images[:n]
 
 
+@needs_mnist
 def test_data_split_source_matches_direct_computation(spaces, tmp_path, capsys):
     res = _run(["mnist:train", "--n", "300", "--kid-subset-size", "100"], tmp_path, capsys)
     space = projection_space("x", 1)
@@ -67,6 +66,7 @@ def test_data_split_source_matches_direct_computation(spaces, tmp_path, capsys):
     assert res["kid_subset_size"] == 100 and np.isfinite(res["kid_mean"])
 
 
+@needs_mnist
 def test_png_folder_source_and_ref_stats(spaces, tmp_path, capsys):
     images = _mnist("val", 40)
     folder = tmp_path / "pngs"
@@ -90,6 +90,7 @@ def test_png_folder_source_and_ref_stats(spaces, tmp_path, capsys):
     assert res2["ref_stats"] == str(stats) and "n_ref" not in res2
 
 
+@needs_mnist
 def test_save_stats_round_trip(spaces, tmp_path, capsys):
     stats = tmp_path / "own.npz"
     res = _run(
@@ -105,7 +106,7 @@ def test_save_stats_round_trip(spaces, tmp_path, capsys):
 
 
 def test_rgb_images_use_inception(spaces, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "_split_images", lambda d, s, r, n: torch.rand(n, 3, 28, 28))
+    monkeypatch.setattr(cli, "_split_images", lambda d, s, r, n, **kw: torch.rand(n, 3, 28, 28))
     folder = tmp_path / "rgb"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -118,6 +119,7 @@ def test_rgb_images_use_inception(spaces, tmp_path, capsys, monkeypatch):
     assert res["reference"] == "cifar10:test" and res["n"] == 12
 
 
+@needs_mnist
 def test_vae_checkpoint_samples(spaces, tmp_path, capsys):
     from dgm_ext.vae import build_vae, save_vae
 

@@ -1,18 +1,20 @@
 """FID Inception-v3 (dgm_ext.metrics.inception): weights layout, loading, conventions, outputs.
 
 No real weights are used (they are never downloaded): a seeded random state dict of the
-published layout stands in for them. The reference numbers below were computed once with
-pytorch-fid 0.3.0's own module (``InceptionV3([3])`` around its ``fid_inception_v3``, with
-this seeded state dict loaded strictly) under torch 2.14.1 + torchvision 0.29.1 in a
-separate environment; our network reproduced them bit for bit. torch-fidelity 0.4.0's
-``FeatureExtractorInceptionV3`` loaded the same file strictly (same layout) and gave identical
-pool3 features when fed the same normalised input.
+published layout stands in for them. ``tests/data/inception_pytorch_fid.npz`` holds every
+pool3 feature and logit of three seeded images computed by pytorch-fid 0.3.0's own network
+(``InceptionV3([3])`` around its ``fid_inception_v3``, this seeded state dict loaded strictly)
+under torch 2.13.0 + torchvision 0.28.0 in a separate venv; ``tests/scripts/
+make_inception_reference.py`` made it and defines the seeded weights and images used here.
+On the CPU that made it, with one thread, our network reproduces the file bit for bit.
+torch-fidelity 0.4.0's ``FeatureExtractorInceptionV3`` loaded the same layout strictly and
+gave identical pool3 features when fed the same normalised input (checked once, earlier).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,39 +38,24 @@ from dgm_ext.metrics.inception import (
 # sha256 of "key:[shape]" lines (sorted keys) of pytorch-fid's fid_inception_v3() module, the
 # module its published weights file loads into strictly.
 PUBLISHED_LAYOUT_SHA256 = "cd36bcf4883935e5bc430934132957704fa70f7dfec1eeb2fcfc3288bc5075c9"
-# pytorch-fid's outputs for seeded_images() with seeded_state(): pool3 @ U and logits @ V.
-PFID_FEATURES_U = [[-24.8883450605, -52.5486310404, 18.5990762230],
-                   [-25.2182266069, -54.7394657046, 18.4735158366]]  # fmt: skip
-PFID_LOGITS_V = [[-8.5431722323, -30.4702583086, 10.4993745502],
-                 [-7.8475001285, -29.8991843666, 10.7975825433]]  # fmt: skip
+HERE = Path(__file__).resolve().parent
+REFERENCE = HERE / "data" / "inception_pytorch_fid.npz"
 
 
-def seeded_state(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """A deterministic random state dict whose activations stay O(1) through the network."""
-    out: dict[str, torch.Tensor] = {}
-    for i, key in enumerate(sorted(shapes)):
-        shape = tuple(shapes[key])
-        if key.endswith("num_batches_tracked"):
-            out[key] = torch.tensor(0, dtype=torch.long)
-            continue
-        g = torch.Generator().manual_seed(1000 + i)
-        r = torch.randn(shape, generator=g)
-        if key.endswith("conv.weight"):
-            v = r * math.sqrt(2.0 / math.prod(shape[1:]))
-        elif key.endswith("bn.weight"):
-            v = 1.0 + 0.1 * r
-        elif key.endswith("running_var"):
-            v = 0.75 + 0.5 * torch.rand(shape, generator=g)
-        elif key == "fc.weight":
-            v = r / math.sqrt(shape[1])
-        else:  # bn.bias, bn.running_mean, fc.bias
-            v = 0.1 * r
-        out[key] = v
-    return out
+def _reference_script():
+    """tests/scripts/make_inception_reference.py, the one definition of the seeded inputs."""
+    path = HERE / "scripts" / "make_inception_reference.py"
+    spec = importlib.util.spec_from_file_location("make_inception_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def seeded_images() -> torch.Tensor:
-    return torch.rand((2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+_REF = _reference_script()
+seeded_state = _REF.seeded_state
+seeded_images = _REF.seeded_images
+N_IMAGES = _REF.N_IMAGES
 
 
 def cheap_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -255,7 +242,7 @@ def test_input_is_resized_bilinearly_to_299_and_mapped_to_minus_one_one(
 ) -> None:
     x = outputs["x"]
     expected = 2 * F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False) - 1
-    assert outputs["net_in"].shape == (2, 3, 299, 299)
+    assert outputs["net_in"].shape == (N_IMAGES, 3, 299, 299)
     torch.testing.assert_close(outputs["net_in"], expected, rtol=0, atol=1e-6)
     for value, mapped in ((0.0, -1.0), (0.5, 0.0), (1.0, 1.0)):
         out = net.preprocess(torch.full((1, 3, 7, 5), value))
@@ -315,25 +302,52 @@ def test_output_shapes_and_logit_conventions(
     outputs: dict[str, torch.Tensor], loaded: FIDInceptionV3
 ) -> None:
     f, p, logits = outputs["f1"], outputs["p1"], outputs["logits"]
-    assert f.shape == (2, NUM_FEATURES) == (2, 2048)
-    assert p.shape == logits.shape == (2, NUM_CLASSES) == (2, 1008)
+    assert f.shape == (N_IMAGES, NUM_FEATURES) == (N_IMAGES, 2048)
+    assert p.shape == logits.shape == (N_IMAGES, NUM_CLASSES) == (N_IMAGES, 1008)
     assert (f >= 0).all()  # pool3 averages ReLU outputs
     torch.testing.assert_close(logits, loaded.fc(f))
-    torch.testing.assert_close(p.sum(1), torch.ones(2))
+    torch.testing.assert_close(p.sum(1), torch.ones(N_IMAGES))
     # IS probabilities: softmax of the logits WITHOUT the bias (original IS code)
     torch.testing.assert_close(p, torch.softmax(logits - loaded.fc.bias, 1))
     assert not torch.allclose(p, torch.softmax(logits, 1), atol=1e-4)
     assert not torch.allclose(f[0], f[1])
 
 
-def test_agrees_with_pytorch_fid(outputs: dict[str, torch.Tensor]) -> None:
-    g = torch.Generator().manual_seed(7)
-    u = torch.randn(2048, 3, generator=g, dtype=torch.float64)
-    v = torch.randn(1008, 3, generator=g, dtype=torch.float64)
-    ref_f = torch.tensor(PFID_FEATURES_U, dtype=torch.float64)
-    ref_l = torch.tensor(PFID_LOGITS_V, dtype=torch.float64)
-    torch.testing.assert_close(outputs["f1"].double() @ u, ref_f, rtol=1e-4, atol=1e-3)
-    torch.testing.assert_close(outputs["logits"].double() @ v, ref_l, rtol=1e-4, atol=1e-3)
+def _assert_matches_reference(got: torch.Tensor, ref: np.ndarray, what: str) -> None:
+    """``got`` equals pytorch-fid's ``ref`` up to float32 summation-order rounding.
+
+    Not exact: the same arithmetic in another order (another thread count, or ATen's
+    portable kernels instead of AVX2 ones; CI machines differ) moves the outputs by up to
+    1.2e-6 here, about 2 float32 ulps of the largest value (4.7), independently of each
+    entry's own size (many features are exactly 0, some logits 3e-4). So the tolerance is
+    1e-5 of the largest |value| plus 1e-5 relative: 40x that spread, and 45x below the
+    smallest planted bug tried (one batch norm's eps at PyTorch's 1e-5: 2e-3).
+    """
+    expected = torch.from_numpy(ref).double()
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(
+        got.detach().cpu().double(),
+        expected,
+        rtol=1e-5,
+        atol=1e-5 * scale,
+        msg=lambda m: f"{what}: {m}",
+    )
+
+
+def test_agrees_with_pytorch_fid(outputs: dict[str, torch.Tensor], net: FIDInceptionV3) -> None:
+    """Every pool3 feature and logit of the seeded images equals pytorch-fid's."""
+    ref = np.load(REFERENCE)
+    assert ref["features"].shape == (N_IMAGES, 2048) and ref["logits"].shape == (N_IMAGES, 1008)
+    # the file was made from these very weights and images
+    assert str(ref["state_sha256"]) == _REF.state_sha256(net.state_dict())
+    assert str(ref["images_sha256"]) == _REF.images_sha256(outputs["x"])
+    _assert_matches_reference(outputs["f1"], ref["features"], "pool3 features")
+    _assert_matches_reference(outputs["logits"], ref["logits"], "logits")
+    # the IS probabilities follow from the reference logits less the bias (original IS code)
+    unbiased = torch.from_numpy(ref["logits"]).double() - net.fc.bias.double()
+    torch.testing.assert_close(
+        outputs["p1"].double(), torch.softmax(unbiased, 1), rtol=1e-4, atol=1e-9
+    )
 
 
 def test_batched_outputs(outputs: dict[str, torch.Tensor], loaded: FIDInceptionV3) -> None:
