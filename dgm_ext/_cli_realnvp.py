@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+import math
 from typing import Any
 
-__all__ = ["add_train_parser", "cmd_train_realnvp", "eval_realnvp", "realnvp_file"]
+__all__ = ["add_train_parser", "cmd_train_realnvp", "eval_realnvp"]
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
@@ -52,18 +52,19 @@ def add_train_parser(
     return p
 
 
-def _splits(dataset: str, root: str | None) -> tuple[Any, Any, Any]:
+def _splits(dataset: str, root: str | None, verify: bool = True) -> tuple[Any, Any, Any]:
     """(train, val, test) of 8-bit levels; CIFAR-10 has no validation split: its test split
     serves as both."""
     from dgm_ext.data import load_cifar10, load_mnist
 
     if dataset == "cifar10":
-        train = load_cifar10("train", variant="levels", root=root, download=False)
-        test = load_cifar10("test", variant="levels", root=root, download=False)
-        return train, test, test
+        kw = {"variant": "levels", "root": root, "download": False, "verify": verify}
+        test = load_cifar10("test", **kw)
+        return load_cifar10("train", **kw), test, test
     fashion = dataset == "fashion-mnist"
     return tuple(
-        load_mnist(s, "levels", root=root, fashion=fashion) for s in ("train", "val", "test")
+        load_mnist(s, "levels", root=root, fashion=fashion, verify=verify)
+        for s in ("train", "val", "test")
     )  # type: ignore[return-value]
 
 
@@ -79,7 +80,12 @@ def _cut(ds: Any, n: int | None) -> Any:
 
 def cmd_train_realnvp(args: argparse.Namespace) -> int:
     """Train one RealNVP into ``--out``; writes model.pt, metrics, grids and eval.json."""
-    from dgm_ext.experiments.common import RunContext, default_run_dir, prepare_run_dir
+    from dgm_ext.experiments.common import (
+        RunContext,
+        check_run_dir,
+        default_run_dir,
+        prepare_run_dir,
+    )
     from dgm_ext.experiments.gan_common import grid_epochs
     from dgm_ext.experiments.realnvp_mnist import FlowTraining, epoch_seconds
     from dgm_ext.flows.image import evaluate_bits_per_dim
@@ -96,16 +102,21 @@ def cmd_train_realnvp(args: argparse.Namespace) -> int:
         blocks=args.blocks,
         alpha=args.alpha if args.alpha is not None else (0.05 if rgb else 1e-5),
     )  # validates before any data is loaded
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("epochs", "batch_size", "train_size", "val_size"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
+    if not (math.isfinite(args.grad_clip) and args.grad_clip >= 0):
+        raise ValueError(f"--grad-clip must be a finite number >= 0 (0: off), got {args.grad_clip}")
     if not 0.0 <= config.alpha < 0.5:
         raise ValueError(f"--alpha must be in [0, 0.5), got {config.alpha}")
+    out = check_run_dir(args.out if args.out is not None else default_run_dir("realnvp"))
     model = build_realnvp(config, ops=args.ops)
-    train, val, test = _splits(args.dataset, args.data_root)
+    train, val, test = _splits(args.dataset, args.data_root, verify=not args.no_verify)
     train, val = _cut(train, args.train_size), _cut(val, args.val_size)
-    out = Path(args.out) if args.out else default_run_dir("realnvp")
-    prepare_run_dir(out, args.fresh)
+    prepare_run_dir(out, args.fresh)  # options and data first: nothing is created before
     (out / "realnvp_args.json").write_text(json.dumps(vars(args), indent=2), encoding="utf-8")
     ctx = RunContext(
         name="train-realnvp",
@@ -117,6 +128,7 @@ def cmd_train_realnvp(args: argparse.Namespace) -> int:
         device=args.device,
         fresh=args.fresh,
         compile=args.compile,
+        verify=not args.no_verify,
     )
     training = FlowTraining(
         ctx,
@@ -143,33 +155,24 @@ def cmd_train_realnvp(args: argparse.Namespace) -> int:
     return 0
 
 
-def realnvp_file(source: Path) -> Path | None:
-    """The RealNVP file ``source`` names (the file, or ``model.pt`` in its run folder)."""
-    from dgm_ext.flows.realnvp import is_realnvp_file
-
-    path = source / "model.pt" if source.is_dir() else source
-    return path if path.is_file() and is_realnvp_file(path) else None
-
-
-def eval_realnvp(args: argparse.Namespace, path: Path, sample_quality: Any) -> dict:
-    """bits/dim of a data split under the flow (and FID/KID/IS of its samples with
-    ``--metrics``); ``sample_quality(args, images, dataset)`` is the CLI's metric helper."""
+def eval_realnvp(args: argparse.Namespace, model: Any, about: dict, sample_quality: Any) -> dict:
+    """bits/dim of a data split under the flow ``model`` (and FID/KID/IS of its samples with
+    ``--metrics``); ``about`` (where the model came from) heads the result;
+    ``sample_quality(args, images, dataset)`` is the CLI's metric helper."""
     import torch
 
     from dgm_ext.flows.image import evaluate_bits_per_dim
-    from dgm_ext.flows.realnvp import load_realnvp
 
-    model = load_realnvp(path, ops=args.ops)
     rgb = model.config.image_shape[0] == 3
-    dataset = args.dataset or ("cifar10" if rgb else "mnist")
+    dataset = args.dataset if args.dataset is not None else "cifar10" if rgb else "mnist"
     if (dataset == "cifar10") != rgb:
         raise ValueError(
             f"--dataset {dataset} does not match the model's images {model.config.image_shape}"
         )
-    train, val, test = _splits(dataset, args.data_root)
+    train, val, test = _splits(dataset, args.data_root, verify=not args.no_verify)
     images = {"train": train, "val": val, "test": test}[args.split].images
     res: dict[str, Any] = {
-        "checkpoint": str(path),
+        **about,
         "config": model.config.to_dict(),
         "split": args.split,
         "dataset": dataset,
@@ -177,7 +180,7 @@ def eval_realnvp(args: argparse.Namespace, path: Path, sample_quality: Any) -> d
             model, images, batch_size=args.batch_size, seed=args.seed, limit=args.limit
         ),
     }
-    if args.metrics:
+    if args.metrics is not None:
         torch.manual_seed(args.seed)
         model.eval()
         with torch.no_grad():

@@ -10,7 +10,8 @@ Subcommands::
                                         checkpoint; bits/dim of a RealNVP model.pt;
                                         FID/KID/IS (--metrics) of their samples, of
                                         a GAN generator (generator.pt or a train-gan run), of
-                                        a folder of images or of a data split (mnist:train)
+                                        a folder of images or of a data split (mnist:train);
+                                        a trainer checkpoint with the config beside it
     dgm-ext reproduce NAME [--quick]    run an experiment of SPEC §3 end to end
     dgm-ext list                        list the reproducible experiments
 
@@ -25,25 +26,48 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", default=None, help="MNIST folder (default: $DGM_EXT_DATA)")
+def _add_common(
+    p: argparse.ArgumentParser,
+    *,
+    data: bool = True,
+    data_seed: bool = True,
+    progress: bool = True,
+) -> None:
+    """Options shared by the commands; each command adds only those it reads."""
+    if data:
+        p.add_argument(
+            "--data-root",
+            default=None,
+            help="data folder holding mnist/, fashion-mnist/ (and cifar-10-batches-py/) "
+            "(default: $DGM_EXT_DATA)",
+        )
+        p.add_argument(
+            "--no-verify",
+            action="store_true",
+            help="use data files whose md5 is not the published one (with a warning; numbers "
+            "are then not comparable with published ones)",
+        )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument(
-        "--data-seed", type=int, default=0, help="seed of the static binarisation (default 0)"
-    )
+    if data_seed:
+        p.add_argument(
+            "--data-seed", type=int, default=0, help="seed of the static binarisation (default 0)"
+        )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument(
         "--ops",
         default="fused",
         help="op backend: 'fused' (dgm_ext.ops, default) or 'reference' (pure PyTorch)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    if progress:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 _RESUME_HELP = (
@@ -123,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compile(vae)
 
     gan = tsub.add_parser("gan", help="train a GAN", epilog=_RESUME_HELP)
-    _add_common(gan)
+    _add_common(gan, data_seed=False)  # grey or RGB images: no binarisation
     _add_training(gan)
     gan.add_argument("--out", default=None, help="run directory (default runs/gan-<time>)")
     gan.add_argument("--dataset", default="mnist", choices=list(_DATASETS))
@@ -178,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "without training; one with other settings is refused unless --fresh moves it aside "
         "to <out>.old-<timestamp> (nothing is deleted)",
     )
-    _add_common(planar)
+    _add_common(planar, data=False, data_seed=False)  # 2-D densities: no image data
     planar.add_argument("--out", default=None, help="run directory (default runs/planar-<time>)")
     planar.add_argument(
         "--mode",
@@ -211,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from dgm_ext._cli_realnvp import add_train_parser
 
-    add_train_parser(tsub, _add_common, _add_training, _RESUME_HELP, _add_compile)
+    # 8-bit levels: no binarisation, so no --data-seed
+    add_train_parser(
+        tsub, partial(_add_common, data_seed=False), _add_training, _RESUME_HELP, _add_compile
+    )
 
     ev = sub.add_parser(
         "eval",
@@ -219,14 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EVAL_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_common(ev)
+    _add_common(ev, progress=False)
     ev.add_argument(
         "checkpoint",
         metavar="SOURCE",
         help="model.pt (VAE or RealNVP) written by train/reproduce (or its run folder), a GAN "
-        "generator.pt (or "
-        "its train-gan run folder), a folder of PNG/JPEG "
-        "images, or a data split NAME:SPLIT (mnist, fashion-mnist, cifar10; e.g. mnist:train)",
+        "generator.pt (or its train-gan run folder), a training checkpoint "
+        "(checkpoints/last.pt: its weights with the model config found in its run folder), a "
+        "folder of PNG/JPEG images, or a data split NAME:SPLIT (mnist, fashion-mnist, "
+        "cifar10; e.g. mnist:train)",
     )
     ev.add_argument(
         "--split",
@@ -303,6 +331,19 @@ def _setup(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     if getattr(args, "device", None) is not None:
         _check_device(args.device)
+    _check_ops(args.ops)
+
+
+def _check_ops(ops: str) -> None:
+    """Refuse an ``--ops`` that names no op backend before any data is loaded."""
+    from dgm_ext.ops import resolve_ops
+
+    try:
+        resolve_ops(ops)  # "fused", "reference" or an importable module name
+    except ImportError:
+        raise ValueError(
+            f"--ops must be 'fused' or 'reference' (or an importable op module), got {ops!r}"
+        ) from None
 
 
 def _check_device(device: str) -> None:
@@ -315,18 +356,47 @@ def _check_device(device: str) -> None:
         raise ValueError(f"--device {device}: {exc}") from None
 
 
+def _check_counts(args: argparse.Namespace, **lows: int) -> None:
+    """Refuse ``--name`` values below ``lows[name]`` (``None``, an unset option, passes)."""
+    for name, low in lows.items():
+        v = getattr(args, name)
+        if v is not None and v < low:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {v}")
+
+
+def _check_rates(args: argparse.Namespace, *names: str) -> None:
+    """Refuse learning rates that are not finite numbers > 0."""
+    import math
+
+    for name in names:
+        v = getattr(args, name)
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number > 0, got {v}")
+
+
+def _out_dir(args: argparse.Namespace, name: str) -> Path:
+    """``--out`` (checked: it can be created) or ``runs/<name>-<time>``; creates nothing."""
+    from dgm_ext.experiments.common import check_run_dir, default_run_dir
+
+    return check_run_dir(args.out if args.out is not None else default_run_dir(name))
+
+
 def _default_variant(likelihood: str) -> str:
     return {"bernoulli": "static", "categorical": "levels"}.get(likelihood, "grey")
 
 
+_VAE_KEYS = ("arch", "latent_dim", "hidden", "likelihood", "categories", "decoder_shift",
+             "flow_length")  # fmt: skip
+
+
+def _vae_config(options: dict) -> dict:
+    """The ``VAEConfig`` keywords among ``train vae``'s options (also read back from the
+    ``vae_args.json`` of its run folder)."""
+    return {k: options[k] for k in _VAE_KEYS}
+
+
 def _cmd_train_vae(args: argparse.Namespace) -> int:
-    from dgm_ext.experiments.common import (
-        RunContext,
-        default_run_dir,
-        fit_model,
-        load_splits,
-        prepare_run_dir,
-    )
+    from dgm_ext.experiments.common import RunContext, fit_model, load_splits, prepare_run_dir
     from dgm_ext.vae import (
         VAEConfig,
         build_vae,
@@ -335,7 +405,12 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
         save_vae,
     )
 
-    out = Path(args.out) if args.out else default_run_dir("vae")
+    variant = args.variant if args.variant is not None else _default_variant(args.likelihood)
+    cfg = _vae_config(vars(args))
+    VAEConfig(**cfg)  # options first: nothing is loaded or written before they pass
+    _check_counts(args, epochs=0, batch_size=1, patience=1, train_size=1, val_size=1, k=0)
+    _check_rates(args, "lr")
+    out = _out_dir(args, "vae")
     ctx = RunContext(
         name="train-vae",
         out=out,
@@ -347,26 +422,19 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
         device=args.device,
         fresh=args.fresh,
         compile=args.compile,
+        verify=not args.no_verify,
     )
-    variant = args.variant or _default_variant(args.likelihood)
-    cfg = dict(
-        arch=args.arch,
-        latent_dim=args.latent_dim,
-        hidden=args.hidden,
-        likelihood=args.likelihood,
-        categories=args.categories,
-        decoder_shift=args.decoder_shift,
-        flow_length=args.flow_length,
-    )
-    VAEConfig(**cfg)  # validate before loading data
-    prepare_run_dir(out, args.fresh)
-    (out / "vae_args.json").write_text(json.dumps(vars(args), indent=2), encoding="utf-8")
     train, val, test = load_splits(ctx, variant, args.train_size, args.val_size, None)
+    prepare_run_dir(out, args.fresh)  # the data is there: now the run folder
+    (out / "vae_args.json").write_text(json.dumps(vars(args), indent=2), encoding="utf-8")
     model = build_vae(ops=args.ops, **cfg)
     t0 = time.perf_counter()
-    fit_model(ctx, model, train, val, out, args.epochs, args.batch_size, args.lr, args.patience)
+    rows = fit_model(
+        ctx, model, train, val, out, args.epochs, args.batch_size, args.lr, args.patience
+    )
     save_vae(model, out / "model.pt")
     res = {
+        "epochs": len(rows),  # trained (0 with --epochs 0: the untrained model is evaluated)
         "train_time_s": time.perf_counter() - t0,
         "variant": variant,
         "ops": model.ops.__name__,
@@ -385,14 +453,14 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
     import torch
 
     from dgm_ext.data import ImageDataset, load_cifar10, load_mnist
-    from dgm_ext.experiments.common import RunContext, default_run_dir, prepare_run_dir
+    from dgm_ext.experiments.common import RunContext, prepare_run_dir
     from dgm_ext.experiments.gan_common import GANTraining, SampleQuality, grid_epochs
     from dgm_ext.gan import GAN, GANConfig
     from dgm_ext.metrics import evaluate as ev
 
     rgb = args.dataset == "cifar10"
     config = GANConfig(
-        arch=args.arch or ("dcgan" if rgb else "mlp"),
+        arch=args.arch if args.arch is not None else "dcgan" if rgb else "mlp",
         z_dim=args.z_dim,
         image_shape=(3, 32, 32) if rgb else (1, 28, 28),
         loss=args.loss,
@@ -406,19 +474,19 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
         spectral_norm=args.spectral_norm,
         sync_batchnorm=args.sync_bn,
     )  # validates before any data is loaded
-    for name, low in (("epochs", 1), ("metrics_every", 0), ("n", 2), ("batch_size", 1)):
-        if getattr(args, name) < low:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} must be >= {low}, got {getattr(args, name)}")
+    _check_counts(args, epochs=1, metrics_every=0, n=2, batch_size=1, train_size=1)
     if args.ema is not None and not 0 < args.ema < 1:
         raise ValueError(f"--ema must be in (0, 1), got {args.ema}")
+    out = _out_dir(args, "gan")
+    verify = not args.no_verify
     if rgb:
         space = ev.inception_feature_space(args.inception_weights)  # fails early without weights
-        data = load_cifar10("train", root=args.data_root, download=False)
-        reference = load_cifar10("test", root=args.data_root, download=False).images
+        data = load_cifar10("train", root=args.data_root, download=False, verify=verify)
+        reference = load_cifar10("test", root=args.data_root, download=False, verify=verify)
+        reference = reference.images
     else:
         fashion = args.dataset == "fashion-mnist"
-        splits = [load_mnist(s, "grey", root=args.data_root, fashion=fashion)
+        splits = [load_mnist(s, "grey", root=args.data_root, fashion=fashion, verify=verify)
                   for s in ("train", "val", "test")]  # fmt: skip
         data = ImageDataset(torch.cat([splits[0].images, splits[1].images]),
                             torch.cat([splits[0].labels, splits[1].labels]))  # fmt: skip
@@ -426,14 +494,13 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
         space = ev.mnist_feature_space(args.dataset, root=args.data_root)
     if args.train_size is not None:
         data = ImageDataset(data.images[: args.train_size], data.labels[: args.train_size])
-    out = Path(args.out) if args.out else default_run_dir("gan")
     prepare_run_dir(out, args.fresh)
     (out / "gan_args.json").write_text(json.dumps(vars(args), indent=2), encoding="utf-8")
     every = args.metrics_every
     at = {e for e in range(1, args.epochs + 1) if every and e % every == 0} | {args.epochs}
     ctx = RunContext(
         name="train-gan", out=out, seed=args.seed, data_root=args.data_root, ops=args.ops,
-        progress=not args.no_progress, device=args.device, fresh=args.fresh,
+        progress=not args.no_progress, device=args.device, fresh=args.fresh, verify=verify,
     )  # fmt: skip
     training = GANTraining(
         ctx, GAN(config, ops=args.ops), out, epochs=args.epochs, batch_size=args.batch_size,
@@ -459,7 +526,7 @@ def _cmd_train_planar(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dgm_ext.experiments.common import default_run_dir, prepare_run_dir
+    from dgm_ext.experiments.common import prepare_run_dir
     from dgm_ext.experiments.planar_2d import plot_fits, plot_losses
     from dgm_ext.flows.densities import get_density
     from dgm_ext.flows.fit import (
@@ -472,12 +539,8 @@ def _cmd_train_planar(args: argparse.Namespace) -> int:
     )
 
     density = get_density(args.target, "--target")
-    for name, low in (("k", 1), ("steps", 1), ("batch_size", 1), ("eval_samples", 2)):
-        if getattr(args, name) < low:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} must be >= {low}, got {getattr(args, name)}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
+    _check_counts(args, k=1, steps=1, batch_size=1, eval_samples=2)
+    _check_rates(args, "lr")
     if not (math.isfinite(args.init_scale) and args.init_scale >= 0):
         raise ValueError(f"--init-scale must be a finite number >= 0, got {args.init_scale}")
     if args.seed < 0:
@@ -491,7 +554,7 @@ def _cmd_train_planar(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.threads is None:
         torch.set_num_threads(1)  # 2-D batches of 128: threads only add overhead
-    out = Path(args.out) if args.out else default_run_dir("planar")
+    out = _out_dir(args, "planar")
     path = out / "flow.pt"
     prepare_run_dir(out, args.fresh)
     result = None
@@ -552,6 +615,13 @@ examples:
 
 _DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
+# the end of every message about a SOURCE that eval cannot read
+_EVAL_TAKES = (
+    "eval takes a model.pt written by train vae, train realnvp or reproduce, a GAN "
+    "generator.pt, the run folder holding one, a folder of images, or a data split such as "
+    "mnist:test"
+)
+
 
 def _data_spec(source: str) -> tuple[str, str] | None:
     """``"mnist:train"`` -> ``("mnist", "train")`` when source names a data split."""
@@ -563,25 +633,29 @@ def _data_spec(source: str) -> tuple[str, str] | None:
     return name, split
 
 
-def _split_images(dataset: str, split: str, root: str | None, n: int):
+def _split_images(dataset: str, split: str, root: str | None, n: int, verify: bool = True):
     from dgm_ext.data import load_cifar10, load_mnist
 
     if dataset == "cifar10":
-        data = load_cifar10(split, root=root, download=False)
+        data = load_cifar10(split, root=root, download=False, verify=verify)
     else:
-        data = load_mnist(split, "grey", root=root, fashion=dataset == "fashion-mnist")
+        fashion = dataset == "fashion-mnist"
+        data = load_mnist(split, "grey", root=root, fashion=fashion, verify=verify)
     return data.images[:n]
 
 
 def _sample_quality(args: argparse.Namespace, images, dataset: str | None) -> dict:
     from dgm_ext.metrics import evaluate as ev
 
-    metrics = ev.parse_metrics(args.metrics or ",".join(ev.METRICS))
+    metrics = ev.parse_metrics(args.metrics if args.metrics is not None else ev.METRICS)
     if args.n < 2:
         raise ValueError(f"--n must be at least 2, got {args.n}")
     images = images[: args.n]
     channels = int(images.shape[1])
-    dataset = args.dataset or dataset or ("cifar10" if channels == 3 else "mnist")
+    if args.dataset is not None:
+        dataset = args.dataset
+    elif dataset is None:
+        dataset = "cifar10" if channels == 3 else "mnist"
     if channels == 1:
         if dataset == "cifar10":
             raise ValueError("1-channel images cannot be compared with cifar10")
@@ -590,7 +664,9 @@ def _sample_quality(args: argparse.Namespace, images, dataset: str | None) -> di
         space = ev.inception_feature_space(args.inception_weights)
     reference = None
     if args.ref_stats is None or "kid" in metrics:
-        reference = _split_images(dataset, args.split, args.data_root, args.n)
+        reference = _split_images(
+            dataset, args.split, args.data_root, args.n, verify=not args.no_verify
+        )
     res = ev.sample_quality(
         images,
         space,
@@ -608,27 +684,18 @@ def _sample_quality(args: argparse.Namespace, images, dataset: str | None) -> di
     return res
 
 
-def _gan_file(source: Path) -> Path | None:
-    """The GAN file (``save_gan`` format) that ``source`` names: the file itself, or
-    ``generator.pt`` in a ``train gan`` run directory; ``None`` otherwise."""
-    from dgm_ext.gan.gan import is_gan_file
-
-    path = source / "generator.pt" if source.is_dir() else source
-    return path if path.is_file() and is_gan_file(path) else None
-
-
-def _eval_gan(args: argparse.Namespace, path: Path) -> int:
+def _eval_gan(args: argparse.Namespace, model, about: dict) -> int:
     """FID/KID/IS (default: all three) of ``--n`` samples of a GAN generator."""
     import torch
 
-    from dgm_ext.gan import load_gan
-
-    model = load_gan(path, ops=args.ops)
     torch.manual_seed(args.seed)
     samples = model.sample(args.n)
-    dataset = args.dataset or ("cifar10" if model.config.image_shape[0] == 3 else "mnist")
+    if args.dataset is not None:
+        dataset = args.dataset
+    else:
+        dataset = "cifar10" if model.config.image_shape[0] == 3 else "mnist"
     res = {
-        "checkpoint": str(path),
+        **about,
         "samples": f"{args.n} generator samples of z ~ N(0, I), seed {args.seed}",
         "config": model.config.to_dict(),
         "sample_quality": _sample_quality(args, samples, dataset),
@@ -636,48 +703,29 @@ def _eval_gan(args: argparse.Namespace, path: Path) -> int:
     return _report(res, args.json)
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from dgm_ext._cli_realnvp import eval_realnvp, realnvp_file
+def _eval_vae(args: argparse.Namespace, model, about: dict) -> int:
+    """ELBO (and importance-sampled log p(x) with --k > 0) of a data split under a VAE, and
+    FID/KID/IS of its samples with --metrics."""
     from dgm_ext.data import load_mnist
-    from dgm_ext.vae import evaluate_elbo, evaluate_log_likelihood, load_vae
+    from dgm_ext.vae import evaluate_elbo, evaluate_log_likelihood
 
-    spec = _data_spec(args.checkpoint)
-    source = Path(args.checkpoint)
-    gan_file = _gan_file(source) if spec is None else None
-    if gan_file is not None:
-        return _eval_gan(args, gan_file)
-    flow_file = realnvp_file(source) if spec is None else None
-    if flow_file is not None:
-        return _report(eval_realnvp(args, flow_file, _sample_quality), args.json)
-    if spec is not None or (source.is_dir() and not (source / "model.pt").exists()):
-        if spec is not None:
-            images = _split_images(spec[0], spec[1], args.data_root, args.n)
-            dataset = spec[0]
-        else:
-            from dgm_ext.metrics import load_image_folder
-
-            images, dataset = load_image_folder(source, limit=args.n), None
-        res = {"source": args.checkpoint, **_sample_quality(args, images, dataset)}
-        return _report(res, args.json)
-
-    path = source / "model.pt" if source.is_dir() else source
-    model = load_vae(path, ops=args.ops)
-    variant = args.variant or _default_variant(model.config.likelihood)
-    if model.config.likelihood == "categorical" and args.variant is None:
-        variant = "grey"
-    data = load_mnist(split=args.split, variant=variant, root=args.data_root, seed=args.data_seed)
-    res: dict = {
-        "checkpoint": str(path),
-        "split": args.split,
-        "variant": variant,
-        "ops": model.ops.__name__,
-    }
+    if args.variant is not None:
+        variant = args.variant
+    elif model.config.likelihood == "categorical":
+        variant = "grey"  # the categorical likelihood bins grey levels itself
+    else:
+        variant = _default_variant(model.config.likelihood)
+    data = load_mnist(
+        split=args.split, variant=variant, root=args.data_root, seed=args.data_seed,
+        verify=not args.no_verify,
+    )  # fmt: skip
+    res: dict = {**about, "split": args.split, "variant": variant, "ops": model.ops.__name__}
     res["elbo"] = evaluate_elbo(model, data, limit=args.limit)
     if args.k > 0:
         res["log_px"] = evaluate_log_likelihood(
             model, data, k=args.k, batch_size=args.batch_size, limit=args.limit
         )
-    if args.metrics:
+    if args.metrics is not None:
         import torch
 
         torch.manual_seed(args.seed)
@@ -687,6 +735,123 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         res["samples"] = "decoder means of z ~ N(0, I)"
         res["sample_quality"] = _sample_quality(args, samples.clamp(0, 1), "mnist")
     return _report(res, args.json)
+
+
+def _check_eval_options(args: argparse.Namespace) -> None:
+    """Refuse bad options before any model or data is loaded."""
+    from dgm_ext.metrics.evaluate import parse_metrics
+
+    _check_counts(args, n=2, k=0, limit=1, batch_size=1, kid_subsets=1, kid_subset_size=1)
+    if args.metrics is not None:
+        parse_metrics(args.metrics)  # "" or unknown names: refused, not read as "all"
+    for flag, value in (("--json", args.json), ("--save-stats", args.save_stats)):
+        if value is None:
+            continue
+        target = Path(value)
+        if target.is_dir():
+            raise ValueError(f"{flag} {value} is a folder; pass a file name")
+        if not target.parent.is_dir():
+            raise ValueError(f"{flag} {value}: the folder {target.parent} does not exist")
+
+
+def _model_file(source: Path) -> Path | None:
+    """The model file ``source`` names: the file itself; in a run folder its generator.pt,
+    model.pt or (training not finished) checkpoints/last.pt; ``None`` for a folder without
+    any of them (a folder of images)."""
+    if not source.is_dir():
+        return source
+    for name in ("generator.pt", "model.pt", "checkpoints/last.pt"):
+        if (source / name).is_file():
+            return source / name
+    return None
+
+
+def _load_model(path: Path, kind: str, ops: str):
+    from dgm_ext.flows.realnvp import load_realnvp
+    from dgm_ext.gan import load_gan
+    from dgm_ext.vae import load_vae
+
+    return {"vae": load_vae, "gan": load_gan, "realnvp": load_realnvp}[kind](path, ops=ops)
+
+
+def _from_checkpoint(path: Path, blob: dict, ops: str) -> tuple[str, object, dict]:
+    """(kind, model, about) for a trainer checkpoint: the model is rebuilt from the config
+    beside it (the model file of its run folder, or train vae's vae_args.json) and given the
+    checkpoint's weights; one-line ``ValueError`` when no matching config is found."""
+    from dgm_ext._model_files import file_kind, read_model_file
+    from dgm_ext.vae import VAE, VAEConfig
+
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    # reproduce writes <out>/model.pt (or model-X.pt) beside the trainer's <out>/train(-X)/
+    looked = [run / "model.pt", run / "generator.pt", run / "vae_args.json"]
+    if run.name == "train" or run.name.startswith("train-"):
+        looked.append(run.parent / f"model{run.name[len('train') :]}.pt")
+    state = blob.get("model")
+    epoch = (blob.get("trainer") or {}).get("epoch")
+    for candidate in looked:
+        if not candidate.is_file():
+            continue
+        try:
+            if candidate.suffix == ".json":
+                options = json.loads(candidate.read_text(encoding="utf-8"))
+                kind, model = "vae", VAE(VAEConfig(**_vae_config(options)), ops=ops)
+            else:
+                kind = file_kind(read_model_file(candidate))
+                if kind not in ("vae", "gan", "realnvp"):
+                    continue
+                model = _load_model(candidate, kind, ops)
+            model.load_state_dict(state)  # a config that does not fit these weights: next
+        except (ValueError, TypeError, KeyError, RuntimeError, OSError):
+            continue
+        about = {"checkpoint": str(path), "trained_epochs": epoch, "model_config": str(candidate)}
+        return kind, model, about
+    raise ValueError(
+        f"{path} is a training checkpoint, and no model config matching it was found beside it "
+        f"(looked for {', '.join(str(p) for p in looked)}); pass its run folder once training "
+        f"has written the model file; {_EVAL_TAKES}"
+    )
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from dgm_ext._cli_realnvp import eval_realnvp
+    from dgm_ext._model_files import describe, file_kind, read_model_file
+
+    _check_eval_options(args)
+    spec = _data_spec(args.checkpoint)
+    source = Path(args.checkpoint)
+    if spec is None and not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or folder; {_EVAL_TAKES}")
+    path = _model_file(source) if spec is None else None
+    if path is None:
+        if spec is not None:
+            images = _split_images(
+                spec[0], spec[1], args.data_root, args.n, verify=not args.no_verify
+            )
+            dataset = spec[0]
+        else:
+            from dgm_ext.metrics import load_image_folder
+
+            images, dataset = load_image_folder(source, limit=args.n), None
+        res = {"source": args.checkpoint, **_sample_quality(args, images, dataset)}
+        return _report(res, args.json)
+
+    try:
+        blob = read_model_file(path)  # one line for files that are not ours, no torch advice
+    except ValueError as exc:
+        raise ValueError(f"{exc}; {_EVAL_TAKES}") from None
+    kind = file_kind(blob)
+    if kind == "checkpoint":
+        kind, model, about = _from_checkpoint(path, blob, args.ops)
+    elif kind in ("vae", "gan", "realnvp"):
+        model, about = _load_model(path, kind, args.ops), {"checkpoint": str(path)}
+    else:
+        raise ValueError(f"{path} is {describe(blob)}, not a model eval reads; {_EVAL_TAKES}")
+    del blob  # a checkpoint's optimiser state is not needed any more
+    if kind == "gan":
+        return _eval_gan(args, model, about)
+    if kind == "realnvp":
+        return _report(eval_realnvp(args, model, about, _sample_quality), args.json)
+    return _eval_vae(args, model, about)
 
 
 def _report(res: dict, json_path: str | None) -> int:
@@ -718,6 +883,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         device=args.device,
         fresh=args.fresh,
         extra={k: v for k, v in (("run", args.run), ("ema", args.ema)) if v is not None},
+        verify=not args.no_verify,
     )
     print(f"wall time {res['wall_time_s']:.1f} s")
     return 0
@@ -735,6 +901,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dgm-ext``; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
+    with warnings.catch_warnings():  # restores showwarning on return (in-process callers)
+        show = warnings.showwarning
+
+        def show_warning(message, category, filename, lineno, file=None, line=None):
+            # a data file's warning is about the user's files: one line, no source location
+            from dgm_ext.data import ChecksumWarning
+
+            if issubclass(category, ChecksumWarning):
+                print(f"dgm-ext: warning: {message}", file=sys.stderr if file is None else file)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "list":
             return _cmd_list()
@@ -750,7 +933,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "eval":
             return _cmd_eval(args)
         return _cmd_reproduce(args)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
+    except (ValueError, TypeError, OSError) as exc:  # OSError: FileNotFoundError and the like
         print(f"dgm-ext: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,5 +1,6 @@
 """Tests of dgm_ext.data on small generated IDX / CIFAR files, plus the real MNIST and
-Fashion-MNIST files when ../shared/data exists beside the repository. Nothing is downloaded."""
+Fashion-MNIST files under the data root (``$DGM_EXT_DATA``, see ``_data.py``). Nothing is
+downloaded."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _data import DATA, needs_fashion, needs_mnist
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 import dgm_ext.data.files as files_mod
@@ -29,13 +31,13 @@ from dgm_ext.data import (
     ShardedBatchSampler,
     epoch_permutation,
     fetch_batch,
+    find_mnist_files,
     load_cifar10,
     load_mnist,
     read_idx,
     write_idx,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MNIST_NAMES = [
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -286,7 +288,7 @@ def test_failed_download_is_reported(tmp_path, monkeypatch):
 
 
 def test_root_resolution_and_layouts(tmp_path, monkeypatch):
-    # $DGM_EXT_DATA when root is None, with the shared/data layout
+    # $DGM_EXT_DATA when root is None, with the <root>/mnist layout
     root, _ = fake(tmp_path)
     monkeypatch.setenv("DGM_EXT_DATA", str(root))
     assert len(load_mnist("test", root=None, download=False, verify=False)) == 30
@@ -481,44 +483,41 @@ def test_cifar10_refuses_code_in_pickles(tmp_path):
 
 
 # ------------------------------------------------------------- the real data sets
-needs_shared = pytest.mark.skipif(
-    not (SHARED_DATA / "mnist").is_dir(), reason=f"{SHARED_DATA} not present"
-)
-
-
-@needs_shared
+@needs_mnist
 def test_real_mnist_counts_and_checksums():
-    tr = load_mnist("train", root=SHARED_DATA, download=False)  # verify=True: md5 checked
-    va = load_mnist("val", root=SHARED_DATA, download=False)
-    te = load_mnist("test", "static", root=SHARED_DATA, download=False)
+    tr = load_mnist("train", root=DATA, download=False)  # verify=True: md5 checked
+    va = load_mnist("val", root=DATA, download=False)
+    te = load_mnist("test", "static", root=DATA, download=False)
     assert (len(tr), len(va), len(te)) == (50_000, 10_000, 10_000)
     assert te.labels.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     all_train = torch.cat([tr.labels, va.labels]).bincount().tolist()
     assert all_train == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     mean = torch.cat([tr.images, va.images]).mean().item()
     assert mean == pytest.approx(33.32 / 255, abs=2e-4)
-    assert te.images.mean().item() == pytest.approx(load_mnist("test", root=SHARED_DATA,
-                                                               download=False).images.mean().item(),
-                                                    abs=3e-3)  # fmt: skip
+    grey = load_mnist("test", root=DATA, download=False)
+    assert te.images.mean().item() == pytest.approx(grey.images.mean().item(), abs=3e-3)
 
 
-@needs_shared
+@needs_fashion
 def test_real_fashion_mnist_counts():
-    te = load_mnist("test", "levels", root=SHARED_DATA, fashion=True, download=False)
+    te = load_mnist("test", "levels", root=DATA, fashion=True, download=False)
     assert te.labels.bincount().tolist() == [1000] * 10
     assert te.images.shape == (10_000, 1, 28, 28) and te.images.dtype == torch.int64
 
 
-@needs_shared
+@needs_mnist
 def test_download_path_with_a_local_server(tmp_path, monkeypatch):
     """The download code (urllib, md5 check, atomic move) against a fake urlopen that serves
     the real files from disk: no network involved."""
     served = []
+    # the files as found under the data root, in whichever layout (the served bytes are the
+    # .gz files the md5 sums name)
+    local = {path.name: path for path, _ in find_mnist_files(DATA, download=False).values()}
 
     def local_urlopen(url, timeout):
         name = url.rsplit("/", 1)[1]
         served.append(name)
-        return io.BytesIO((SHARED_DATA / "mnist" / name).read_bytes())
+        return io.BytesIO(local[name].read_bytes())
 
     monkeypatch.setattr(urllib.request, "urlopen", local_urlopen)
     ds = load_mnist("test", root=tmp_path / "dl", download=True)
@@ -529,4 +528,4 @@ def test_download_path_with_a_local_server(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"junk"))
     with pytest.raises(DatasetNotFoundError, match="md5"):
         load_mnist("test", root=tmp_path / "dl", download=True)
-    assert not list((tmp_path / "dl" / "mnist").iterdir())
+    assert not list((tmp_path / "dl" / "mnist").glob("*"))  # (the new folder may go too)

@@ -15,7 +15,14 @@ from .dataset import (
     epoch_permutation,
     fetch_batch,
 )
-from .files import ChecksumError, DatasetNotFoundError, cache_dir, data_root, md5_file
+from .files import (
+    ChecksumError,
+    ChecksumWarning,
+    DatasetNotFoundError,
+    cache_dir,
+    data_root,
+    md5_file,
+)
 from .idx import IDXFormatError, decode_idx, read_idx, write_idx
 from .mnist import SPLITS, find_mnist_files, load_mnist, load_mnist_arrays
 
@@ -25,6 +32,7 @@ __all__ = [
     "VARIANTS",
     "BatchLoader",
     "ChecksumError",
+    "ChecksumWarning",
     "DatasetNotFoundError",
     "IDXFormatError",
     "ImageDataset",

@@ -8,17 +8,21 @@ import json
 import os
 import tempfile
 import urllib.request
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = [
     "ChecksumError",
+    "ChecksumWarning",
     "DatasetNotFoundError",
     "cache_dir",
+    "check_md5",
     "data_root",
     "download_allowed",
     "download_file",
     "md5_file",
+    "removing_new_folders",
     "verify_md5",
 ]
 
@@ -31,6 +35,10 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class ChecksumError(ValueError):
     """A data file exists but its md5 sum is not the published one."""
+
+
+class ChecksumWarning(UserWarning):
+    """A data file read with ``verify=False`` (``--no-verify``) is not the published one."""
 
 
 def cache_dir() -> Path:
@@ -103,29 +111,77 @@ def _write_stamp(key: tuple[str, int, int], md5: str) -> None:
                 os.unlink(tmp)
 
 
-def verify_md5(path: str | os.PathLike, expected: str) -> None:
-    """Raise :class:`ChecksumError` unless ``path`` has md5 ``expected``.
-
-    A successful check is remembered in-process and in ``<cache>/md5-stamps.json`` keyed by
-    (path, size, mtime), so a file is hashed once, not on every load.
-    """
+def _md5_of(path: str | os.PathLike, expected: str) -> tuple[Path, str]:
+    """The resolved path and md5 of a file; a match with ``expected`` is remembered
+    in-process and in ``<cache>/md5-stamps.json`` keyed by (path, size, mtime), so a
+    published file is hashed once, not on every load."""
     p = Path(path).resolve()
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
     if _VERIFIED.get(key) == expected:
-        return
+        return p, expected
     stamp = _read_stamps().get(key[0])
     if stamp == [key[1], key[2], expected]:
         _VERIFIED[key] = expected
-        return
+        return p, expected
     actual = md5_file(p)
+    if actual == expected:
+        _VERIFIED[key] = expected
+        _write_stamp(key, expected)
+    return p, actual
+
+
+def verify_md5(path: str | os.PathLike, expected: str) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has md5 ``expected`` (checked once per
+    file: see :func:`_md5_of`)."""
+    p, actual = _md5_of(path, expected)
     if actual != expected:
         raise ChecksumError(
             f"{p}: md5 {actual} does not match the expected {expected}; the file is corrupt "
-            "or not the published one. Delete it (and re-download) or pass verify=False."
+            "or not the published one. Delete it (and re-download), or pass verify=False "
+            "(--no-verify on the command line) to use it anyway."
         )
-    _VERIFIED[key] = expected
-    _write_stamp(key, expected)
+
+
+# files read unverified whose md5 is not the published one (each warned about once)
+_UNPUBLISHED: set[tuple[str, int, int]] = set()
+
+
+def check_md5(path: str | os.PathLike, expected: str, verify: bool = True) -> None:
+    """:func:`verify_md5` when ``verify``; otherwise the file is used whatever its md5, with a
+    :class:`ChecksumWarning` (once per file and process) when it is not the published one."""
+    if verify:
+        verify_md5(path, expected)
+        return
+    p, actual = _md5_of(path, expected)
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if actual != expected and key not in _UNPUBLISHED:
+        _UNPUBLISHED.add(key)
+        warnings.warn(
+            f"{p}: md5 {actual} is not the published {expected}; using it anyway "
+            "(verify=False / --no-verify): numbers computed on it are not comparable with "
+            "published ones",
+            ChecksumWarning,
+            stacklevel=3,
+        )
+
+
+@contextlib.contextmanager
+def removing_new_folders(folder: Path) -> Iterator[None]:
+    """On an exception, remove ``folder`` and the folders above it that did not exist
+    before and are still empty (a failed download leaves no empty data folders behind)."""
+    folder = Path(folder)
+    new = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for p in new:
+            try:
+                p.rmdir()  # only empty folders: files a partial download kept stay
+            except OSError:
+                break
+        raise
 
 
 def download_file(urls: Sequence[str], dest: Path, md5: str | None = None) -> None:

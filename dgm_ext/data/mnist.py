@@ -33,10 +33,11 @@ from .files import (
     ChecksumError,
     DatasetNotFoundError,
     cache_dir,
+    check_md5,
     data_root,
     download_allowed,
     download_file,
-    verify_md5,
+    removing_new_folders,
 )
 from .idx import IDXFormatError, read_idx
 
@@ -140,10 +141,11 @@ def find_mnist_files(
         )
     target = folders[0]
     try:
-        for spec in specs.values():
-            if _present(target, spec) is None:
-                urls = [m + spec.name for m in _MIRRORS[fashion]]
-                download_file(urls, target / spec.name, spec.md5_gz)
+        with removing_new_folders(target):  # a failed download leaves no empty mnist/ behind
+            for spec in specs.values():
+                if _present(target, spec) is None:
+                    urls = [m + spec.name for m in _MIRRORS[fashion]]
+                    download_file(urls, target / spec.name, spec.md5_gz)
     except OSError as exc:
         raise DatasetNotFoundError(
             f"{title} files not found: expected {expected} (or the same names without .gz) "
@@ -209,8 +211,7 @@ def load_mnist_arrays(
     for kind in ("images", "labels"):
         key = f"{part}_{kind}"
         path, md5 = files[key]
-        if verify:
-            verify_md5(path, md5)
+        check_md5(path, md5, verify)  # verify=False: used anyway, with a ChecksumWarning
         arr = _decode_cached(path, md5 if verify else None)
         spec = specs[key]
         want_ndim = 3 if kind == "images" else 1
@@ -324,7 +325,9 @@ def load_mnist(
         fashion: load Fashion-MNIST instead of MNIST.
         seed: seed of the ``static`` binarisation.
         download: try to download missing files (never needed when the files are present).
-        verify: check the published md5 sums and item counts (cached after the first check).
+        verify: check the published md5 sums and item counts (cached after the first check);
+            ``False`` uses files that are not the published ones, with a
+            :class:`~dgm_ext.data.files.ChecksumWarning` (``--no-verify`` on the command line).
         val_size: number of validation images taken from the end of the training file.
         train_size: number of training images from the start of the file
             (default ``60000 - val_size``).

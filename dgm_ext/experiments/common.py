@@ -18,10 +18,12 @@ import torch
 __all__ = [
     "RunContext",
     "Table",
+    "check_run_dir",
     "default_run_dir",
     "fit_model",
     "load_splits",
     "prepare_run_dir",
+    "require_data",
     "resume_message",
     "run_experiment",
     "write_results",
@@ -40,7 +42,8 @@ class RunContext:
     CUDA is available, else the CPU). ``compile`` (a torch.compile mode, ``"default"``
     included; ``None``: eager) turns on the trainer's compiled step. ``fresh`` asks
     :func:`run_experiment` to move an existing run directory aside instead of resuming the
-    training runs inside it.
+    training runs inside it. ``verify=False`` (``--no-verify``) uses data files whose md5 is
+    not the published one, with a :class:`~dgm_ext.data.files.ChecksumWarning`.
     """
 
     name: str
@@ -60,6 +63,7 @@ class RunContext:
     fresh: bool = False
     compile: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    verify: bool = True
 
     def compile_options(self) -> dict[str, Any]:
         """``TrainerConfig`` keywords for :attr:`compile`."""
@@ -116,6 +120,25 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def check_run_dir(out: str | Path) -> Path:
+    """Refuse (``ValueError``, one line) a run directory that cannot be created or written:
+    an empty path, ``out`` or a folder above it being a file, or an existing folder that is
+    not writable. Creates nothing; returns ``Path(out)``."""
+    if str(out).strip() == "":
+        raise ValueError("--out: empty path; pass the run folder to write")
+    out = Path(out)
+    for p in (out, *out.parents):
+        if not p.exists():
+            continue
+        if not p.is_dir():
+            where = "is a file" if p == out else f"cannot be created: {p} is a file"
+            raise ValueError(f"--out {out} {where}, not a folder; pass a folder path")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise ValueError(f"--out {out}: {p} is not writable")
+        break
+    return out
+
+
 def prepare_run_dir(out: Path, fresh: bool = False) -> Path | None:
     """Create the run directory ``out``; with ``fresh``, first move an existing non-empty
     one aside to ``<out>.old-<timestamp>`` (nothing is deleted) and say so on the console.
@@ -123,7 +146,7 @@ def prepare_run_dir(out: Path, fresh: bool = False) -> Path | None:
     Returns where the old directory went (``None`` when nothing was moved). Refused under
     ``torchrun`` (``WORLD_SIZE`` > 1), where every process would try to move it.
     """
-    out = Path(out)
+    out = check_run_dir(out)
     moved = None
     if fresh and out.is_dir() and any(out.iterdir()):
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -170,6 +193,25 @@ def resume_message(run_dir: Path, epochs: int | None = None) -> str | None:
     return f"resuming run in {run_dir} from epoch {done} ({last}); {hint}"
 
 
+def require_data(ctx: RunContext, dataset: str) -> None:
+    """Find (or download, where allowed) data set ``dataset`` (``"mnist"``,
+    ``"fashion-mnist"`` or ``"cifar10"``) under ``ctx.data_root`` and check its files' md5
+    (unless ``ctx.verify`` is off), so a run fails before it creates anything.
+    Raises :class:`~dgm_ext.data.DatasetNotFoundError` or
+    :class:`~dgm_ext.data.ChecksumError`."""
+    from dgm_ext.data import find_cifar10, find_mnist_files
+    from dgm_ext.data.files import check_md5
+
+    if dataset == "cifar10":
+        find_cifar10(ctx.data_root)
+        return
+    if dataset not in ("mnist", "fashion-mnist"):
+        raise ValueError(f"data set must be mnist, fashion-mnist or cifar10, got {dataset!r}")
+    files = find_mnist_files(ctx.data_root, fashion=dataset == "fashion-mnist")
+    for path, md5 in files.values():
+        check_md5(path, md5, ctx.verify)
+
+
 def load_splits(
     ctx: RunContext,
     variant: str,
@@ -189,7 +231,9 @@ def load_splits(
     n_val = ctx.val_size if ctx.val_size is not None else n_val
     out = []
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        ds = load_mnist(split=split, variant=variant, root=ctx.data_root, seed=ctx.data_seed)
+        ds = load_mnist(
+            split=split, variant=variant, root=ctx.data_root, seed=ctx.data_seed, verify=ctx.verify
+        )
         out.append(cut(ds, n))
     return tuple(out)
 
@@ -275,6 +319,21 @@ def write_results(ctx: RunContext, title: str, tables: Sequence[Table], results:
     return path
 
 
+def _check_sizes(ctx: RunContext, names: tuple[str, ...]) -> None:
+    """Refuse counts that cannot mean what they say (``epochs=0`` used to train the
+    experiment's default number of epochs)."""
+    for name in names:
+        v = getattr(ctx, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            msg = f"--{name.replace('_', '-')} must be an int >= 1, got {v!r}"
+            if name == "epochs":
+                msg += (
+                    " (every experiment trains its models; `dgm-ext train vae --epochs 0` "
+                    "evaluates an untrained VAE)"
+                )
+            raise ValueError(msg)
+
+
 def run_experiment(
     name: str,
     out: str | Path | None = None,
@@ -287,13 +346,16 @@ def run_experiment(
     per-model training folders (metrics, checkpoints), figures, ``results.md`` and
     ``results.json``. Training folders left by an earlier run into the same ``out`` are
     resumed (announced on the console); ``fresh=True`` moves such an ``out`` aside to
-    ``<out>.old-<timestamp>`` first and starts over.
+    ``<out>.old-<timestamp>`` first and starts over. Options (counts >= 1, the experiment's
+    own ``check``), ``out`` and the data sets it reads are checked before anything is
+    created, so a run that cannot start leaves no folder behind.
     """
     from dgm_ext.experiments import get_experiment
 
     spec = get_experiment(name)
-    out_dir = Path(out) if out is not None else default_run_dir(name)
+    out_dir = check_run_dir(out if out is not None else default_run_dir(name))
     ctx = RunContext(name=name, out=out_dir, quick=quick, **options)
+    _check_sizes(ctx, ("epochs", "train_size", "val_size"))
     if ctx.checkpoint and not spec.takes_checkpoint:
         from dgm_ext.experiments import EXPERIMENTS
 
@@ -317,6 +379,11 @@ def run_experiment(
             f"--fresh would move {ctx.checkpoint} aside with the run directory {out_dir}; "
             "copy the checkpoint elsewhere or pass a new --out"
         )
+    # options and data first: a run that cannot start leaves nothing behind
+    spec.check(ctx)
+    _check_sizes(ctx, ("k",))  # after the experiment's check: planar-2d's k counts layers
+    for dataset in spec.data:
+        require_data(ctx, dataset)
     prepare_run_dir(out_dir, ctx.fresh)
     if ctx.seed is not None:
         torch.manual_seed(ctx.seed)
@@ -325,7 +392,7 @@ def run_experiment(
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         python=platform.python_version(),
-        data_root=ctx.data_root or os.environ.get("DGM_EXT_DATA"),
+        data_root=ctx.data_root if ctx.data_root is not None else os.environ.get("DGM_EXT_DATA"),
         started=_dt.datetime.now().isoformat(timespec="seconds"),
     )
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")

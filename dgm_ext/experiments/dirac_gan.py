@@ -183,13 +183,24 @@ def _names(items: list[str]) -> str:
     return ", ".join(items) if items else "none"
 
 
-def run(ctx: RunContext) -> dict:
-    """Simulate the grid, draw the 20 figures, tabulate convergence."""
+def _options(ctx: RunContext) -> tuple[int, int, bool]:
+    """(seeds, iterations, nonsaturating) from ``ctx.extra``, checked."""
     n_seeds = int(ctx.extra.get("seeds", 3))
     iterations = int(ctx.extra.get("iterations", 1500 if ctx.quick else 5000))
     nonsat = bool(ctx.extra.get("nonsaturating", False))
     if n_seeds < 1 or iterations < 1:
         raise ValueError(f"need seeds >= 1 and iterations >= 1, got {n_seeds}, {iterations}")
+    return n_seeds, iterations, nonsat
+
+
+def check(ctx: RunContext) -> None:
+    """Refuse bad options before the run directory is created."""
+    _options(ctx)
+
+
+def run(ctx: RunContext) -> dict:
+    """Simulate the grid, draw the 20 figures, tabulate convergence."""
+    n_seeds, iterations, nonsat = _options(ctx)
     seeds = [ctx.seed + s for s in range(n_seeds)]
     configs: list[DiracConfig] = dirac_grid(nonsaturating=nonsat)
     ops = ctx.ops

@@ -39,6 +39,9 @@ COMMANDS = {
 }
 N_SAMPLES = 10_000
 IS_K, IS_LIMIT = 200, 2000
+# training config of the full-size run's feature classifier (None: the library's default);
+# a module constant, like the sizes above, so that a test can run the full-size path small
+CLASSIFIER: dict[str, Any] | None = None
 
 
 def _parse_paths(value: Any) -> dict[str, Path]:
@@ -164,9 +167,15 @@ def _likelihood(family: str, model: Any, ctx: RunContext, limit: int) -> str:
         from dgm_ext.flows.image import evaluate_bits_per_dim
 
         _, _, test = load_splits(ctx, "levels", 1, 1, None)
-        res = evaluate_bits_per_dim(model, test.images, limit=None if limit >= 2000 else limit)
+        res = evaluate_bits_per_dim(model, test.images, limit=None if limit >= IS_LIMIT else limit)
         return f"{res['bpd']:.3f} ± {res['bpd_se']:.3f} bits/dim (8-bit, {res['n']} test images)"
     return "— (no likelihood)"
+
+
+def check(ctx: RunContext) -> None:
+    """Refuse a bad ``--run`` before the run directory is created."""
+    if not ctx.quick:
+        _parse_paths(ctx.extra.get("run"))
 
 
 def run(ctx: RunContext) -> dict:
@@ -179,7 +188,8 @@ def run(ctx: RunContext) -> dict:
     if ctx.quick:
         paths, n, limit, classifier = _train_quick(ctx), 500, 100, QUICK_CLASSIFIER
     else:
-        paths, n, limit, classifier = _parse_paths(ctx.extra.get("run")), N_SAMPLES, IS_LIMIT, None
+        paths, n, limit = _parse_paths(ctx.extra.get("run")), N_SAMPLES, IS_LIMIT
+        classifier = CLASSIFIER
     _, _, test = load_splits(ctx, "grey", 1, 1, None)
     space = mnist_feature_space("mnist", root=ctx.data_root, train_config=classifier)
     quality = SampleQuality(space, test.images[:n], n)

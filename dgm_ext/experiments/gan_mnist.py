@@ -64,6 +64,15 @@ def _interpolation(
     return images, quality.probs(images).argmax(1).tolist()
 
 
+def check(ctx: RunContext) -> None:
+    """Refuse a bad ``--ema`` before the run directory is created."""
+    ema = ctx.extra.get("ema")
+    if ema is not None and (
+        isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 < ema < 1
+    ):
+        raise ValueError(f"--ema must be in (0, 1), got {ema!r}")
+
+
 def run(ctx: RunContext) -> dict:
     """Train the MLP GAN and measure its samples over training."""
     from dgm_ext.data import ImageDataset
@@ -74,12 +83,12 @@ def run(ctx: RunContext) -> dict:
         n_train, epochs, n_samples, classifier = 2000, 2, 1000, QUICK_CLASSIFIER
     else:
         n_train, epochs, n_samples, classifier = None, 200, 10_000, None
-    epochs = ctx.epochs or epochs
+    epochs = ctx.epochs if ctx.epochs is not None else epochs
     ema = ctx.extra.get("ema")
     train, val, test = load_splits(ctx, "grey", None, None, 1000 if ctx.quick else None)
     images = torch.cat([train.images, val.images])
     labels = torch.cat([train.labels, val.labels])
-    n_train = ctx.train_size or n_train
+    n_train = ctx.train_size if ctx.train_size is not None else n_train
     if n_train is not None:
         images, labels = images[:n_train], labels[:n_train]
     data = ImageDataset(images, labels, "grey", name="mnist-train-60k")

@@ -449,6 +449,11 @@ def _checks(ml_rows: list[dict]) -> dict[str, dict]:
     return out
 
 
+def check(ctx: RunContext) -> None:
+    """Refuse bad options before the run directory is created."""
+    _selection(ctx)
+
+
 def run(ctx: RunContext) -> dict:
     """Fit, evaluate and plot every selected planar flow; tables of NLL and KL."""
     configs = _selection(ctx)

@@ -151,6 +151,11 @@ def _parse_runs(value: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check(ctx: RunContext) -> None:
+    """Refuse a bad ``--run`` before the run directory is created."""
+    _parse_runs(ctx.extra.get("run", "mlp"))
+
+
 def run(ctx: RunContext) -> dict:
     """Train the chosen RealNVP runs, evaluate bits/dim, draw samples, tabulate."""
     from dgm_ext.plots import plot_curves, save_image_grid
@@ -166,7 +171,7 @@ def run(ctx: RunContext) -> dict:
     results: dict[str, Any] = {"runs": {}}
     rows_table = []
     for name in names:
-        epochs = ctx.epochs or epochs_of[name]
+        epochs = ctx.epochs if ctx.epochs is not None else epochs_of[name]
         torch.manual_seed(ctx.seed)
         model = build_realnvp(ops=ctx.ops, **models[name])
         n_params = sum(p.numel() for p in model.parameters())

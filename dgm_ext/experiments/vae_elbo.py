@@ -26,8 +26,8 @@ def run(ctx: RunContext) -> dict:
         n_train, n_val, n_test, epochs, k, n_is = 3000, 1000, 200, 2, 20, 200
     else:
         n_train, n_val, n_test, epochs, k, n_is = None, None, None, 20, 200, None
-    epochs = ctx.epochs or epochs
-    k = ctx.k or k
+    epochs = ctx.epochs if ctx.epochs is not None else epochs
+    k = ctx.k if ctx.k is not None else k
     train, val, test = load_splits(ctx, "static", n_train, n_val, n_test)
     ctx.log(f"data: train {len(train)}, val {len(val)}, test {len(test)} (static binarised)")
     model = build_vae(ops=ctx.ops, **MODEL)

@@ -105,6 +105,12 @@ def _mean_se(values: list[float]) -> str:
     return f"{m:.2f} ± {statistics.stdev(values) / len(values) ** 0.5:.2f}"
 
 
+def check(ctx: RunContext) -> None:
+    """Refuse bad ``--run`` / ``seeds`` before the run directory is created."""
+    _lengths(ctx)
+    _seeds(ctx)
+
+
 def run(ctx: RunContext) -> dict:
     """Train every (K, seed) cell, evaluate ELBO and IS log p(x), tabulate and plot."""
     if ctx.quick:
@@ -112,8 +118,10 @@ def run(ctx: RunContext) -> dict:
     else:
         sizes = {"n_train": None, "n_val": None, "n_test": None, "epochs": 20, "k": 200}
         sizes["n_is"] = None
-    sizes["epochs"] = ctx.epochs or sizes["epochs"]
-    sizes["k"] = ctx.k or sizes["k"]
+    if ctx.epochs is not None:
+        sizes["epochs"] = ctx.epochs
+    if ctx.k is not None:
+        sizes["k"] = ctx.k
     lengths, seeds = _lengths(ctx), _seeds(ctx)
     data = load_splits(ctx, "static", sizes["n_train"], sizes["n_val"], sizes["n_test"])
     ctx.log(

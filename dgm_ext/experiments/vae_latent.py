@@ -23,7 +23,7 @@ def run(ctx: RunContext) -> dict:
         n_train, n_val, epochs = 3000, 500, 2
     else:
         n_train, n_val, epochs = None, None, 20
-    epochs = ctx.epochs or epochs
+    epochs = ctx.epochs if ctx.epochs is not None else epochs
     train, val, test = load_splits(ctx, "static", n_train, n_val, None)
     ctx.log(f"data: train {len(train)}, val {len(val)} (static binarised); {epochs} epochs")
     first = test.images[:1000]

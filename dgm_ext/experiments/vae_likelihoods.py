@@ -40,8 +40,8 @@ def run(ctx: RunContext) -> dict:
         n_train, n_val, n_test, epochs, k, n_is = 512, 128, 64, 1, 4, 32
     else:
         n_train, n_val, n_test, epochs, k, n_is = None, None, None, 30, 200, 200
-    epochs = ctx.epochs or epochs
-    k = ctx.k or k
+    epochs = ctx.epochs if ctx.epochs is not None else epochs
+    k = ctx.k if ctx.k is not None else k
     only = ctx.extra.get("models")
     train, val, test = load_splits(ctx, "grey", n_train, n_val, n_test)
     ctx.log(

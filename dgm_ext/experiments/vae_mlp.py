@@ -20,7 +20,7 @@ def run(ctx: RunContext) -> dict:
         n_train, n_val, epochs, grid = 3000, 1000, 2, 10
     else:
         n_train, n_val, epochs, grid = None, None, 40, 20
-    epochs = ctx.epochs or epochs
+    epochs = ctx.epochs if ctx.epochs is not None else epochs
     train, val, _ = load_splits(ctx, "static", n_train, n_val, None)
     ctx.log(f"data: train {len(train)}, val {len(val)} (static binarised); {epochs} epochs")
 

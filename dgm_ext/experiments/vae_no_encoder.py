@@ -16,13 +16,19 @@ from dgm_ext.vae import (
 )
 
 
+def check(ctx: RunContext) -> None:
+    """Refuse a ``--checkpoint`` that is not a VAE file before the run directory is created."""
+    if ctx.checkpoint:
+        load_vae(ctx.checkpoint, ops=ctx.ops)
+
+
 def run(ctx: RunContext) -> dict:
     """Train (or load with ``--checkpoint``) an MLP VAE L=20 and study encoder-free inference."""
     if ctx.quick:
         n_train, n_val, epochs, n_gap, steps = 3000, 500, 2, 50, 150
     else:
         n_train, n_val, epochs, n_gap, steps = None, None, 20, 500, 1000
-    epochs = ctx.epochs or epochs
+    epochs = ctx.epochs if ctx.epochs is not None else epochs
     train, val, test = load_splits(ctx, "static", n_train, n_val, None)
     if ctx.checkpoint:
         model = load_vae(ctx.checkpoint, ops=ctx.ops)

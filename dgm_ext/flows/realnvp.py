@@ -248,9 +248,13 @@ def load_realnvp(path: str | Path, ops: ModuleType | str | None = None) -> Image
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no RealNVP file at {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != FILE_FORMAT:
-        raise ValueError(f"path: {path} is not a RealNVP file written by save_realnvp")
+    from dgm_ext._model_files import describe, read_model_file
+
+    blob = read_model_file(path, "RealNVP")  # one-line ValueError for non-model files
+    if blob.get("format") != FILE_FORMAT:
+        raise ValueError(
+            f"path: {path} is not a RealNVP file written by save_realnvp: it is {describe(blob)}"
+        )
     model = build_realnvp(RealNVPConfig(**blob["config"]), ops=ops)
     model.load_state_dict(blob["state_dict"])
     return model

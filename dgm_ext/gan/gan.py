@@ -297,9 +297,13 @@ def load_gan(path: str | Path, ops: ModuleType | str | None = None) -> GAN:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no GAN checkpoint at {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"path: {path} is not a dgm_ext GAN file (format {FORMAT!r})")
+    from dgm_ext._model_files import describe, read_model_file
+
+    blob = read_model_file(path, "dgm_ext GAN")  # one-line ValueError for non-model files
+    if blob.get("format") != FORMAT:
+        raise ValueError(
+            f"path: {path} is not a dgm_ext GAN file (format {FORMAT!r}): it is {describe(blob)}"
+        )
     model = GAN(GANConfig(**blob["config"]), ops=ops)
     model.generator.load_state_dict(blob["generator"])
     model.critic.load_state_dict(blob["critic"])

@@ -246,10 +246,16 @@ def save_vae(model: VAE, path: str | Path) -> Path:
 
 def load_vae(path: str | Path, ops: ModuleType | str | None = None) -> VAE:
     """Load a VAE written by ``save_vae`` (``weights_only=True``)."""
+    from dgm_ext._model_files import describe, file_kind, read_model_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no VAE checkpoint at {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = read_model_file(path, "VAE")  # one-line ValueError for files that are not models
+    if file_kind(blob) != "vae":
+        raise ValueError(
+            f"path: {path} is not a VAE file written by save_vae: it is {describe(blob)}"
+        )
     model = VAE(VAEConfig(**blob["config"]), ops=ops)
     model.load_state_dict(blob["state_dict"])
     return model
