@@ -1,4 +1,4 @@
-"""Fake (meta) kernels of the dgm_ext:: operators.
+"""Fake (meta) kernels and the autocast policy of the dgm_ext:: operators.
 
 The C++ side holds the schemas (csrc/ops.cpp), the CPU/CUDA kernels and the autograd of every
 op (csrc/common/autograd.cpp: each backward is the op's fused ``*_backward`` op); this module
@@ -305,3 +305,25 @@ def _(grad_z, grad_logdet, z_out, act, u, w, b, needs):
     return tuple(
         t.new_empty(t.shape if n else (0,)) for t, n in zip((z_out, u, w, b), needs, strict=True)
     )
+
+
+# Autocast: every forward op runs in float32 under torch.autocast (CPU and CUDA), as torch
+# runs its own losses and log-densities (binary_cross_entropy_with_logits, log_softmax, ...):
+# half-precision inputs (a bf16 Linear's output) are cast up, float64 stays float64, and the
+# result is float32. The CPU kernels take float32/float64 only, and a likelihood summed over
+# 784 pixels in bf16 would lose most of its digits.
+AUTOCAST_FP32_OPS = (
+    "bernoulli_log_prob",
+    "gaussian_log_prob",
+    "beta_log_prob",
+    "categorical_log_prob",
+    "kl_normal_std",
+    "kl_normal",
+    "reparameterize",
+    "affine_coupling",
+    "planar_flow",
+    "planar_flow_rows",
+)
+for _name in AUTOCAST_FP32_OPS:
+    for _device in ("cpu", "cuda"):
+        torch.library.register_autocast(f"dgm_ext::{_name}", _device, torch.float32)

@@ -13,6 +13,8 @@ from .compiled import COMPILE_MODES
 __all__ = ["TrainerConfig"]
 
 _OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = (None, "constant", "cosine", "step")
+PRECISIONS = ("32", "bf16", "16")
 
 
 @dataclass
@@ -37,6 +39,17 @@ class TrainerConfig:
     with the fused optimiser a non-finite step is skipped there and reported at the next
     host synchronisation (see :mod:`dgm_ext.train.compiled`); the first epoch includes the
     compilation.
+
+    ``lr_schedule`` (``"cosine"``, ``"step"``; with ``warmup_steps``) sets every group's
+    learning rate before each optimisation step from the step count alone, so resumes follow
+    it exactly (see :mod:`dgm_ext.train.schedule`). ``accumulate_grad_batches=k`` takes one
+    optimisation step per ``k`` batches with the mean of their gradients (``global_step``,
+    ``max_steps``, ``checkpoint_every`` and the schedule count optimisation steps; an epoch's
+    last window may be shorter). ``precision="bf16"`` runs the forward passes under
+    ``torch.autocast`` (CPU and CUDA); ``"16"`` adds a ``GradScaler`` (its state is in every
+    checkpoint; a step with non-finite gradients is skipped by the scaler instead of stopping
+    the run). The fused dgm_ext ops always compute in float32 under autocast. Both need the
+    default step (models with their own ``train_step`` can use ``"bf16"``).
     """
 
     run_dir: str | Path
@@ -71,6 +84,15 @@ class TrainerConfig:
     fused_optimizer: bool = True  # torch's fused Adam/AdamW kernel where the device has one
     compile_step: bool = False  # torch.compile training_step and its backward (see below)
     compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
+    # --- learning-rate schedule (per optimisation step; see dgm_ext.train.schedule) ---
+    lr_schedule: str | None = None  # None/"constant" | "cosine" | "step"
+    warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr over the first steps
+    lr_min_ratio: float = 0.0  # cosine: the final lr as a fraction of lr
+    lr_step_size: int | None = None  # step: multiply by lr_gamma every lr_step_size steps
+    lr_gamma: float = 0.1
+    # --- gradient accumulation and mixed precision ---
+    accumulate_grad_batches: int = 1  # one optimisation step per this many batches
+    precision: str = "32"  # "32" | "bf16" (autocast) | "16" (autocast + GradScaler)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded in config.json
 
     def __post_init__(self) -> None:
@@ -118,6 +140,30 @@ class TrainerConfig:
             raise ValueError(
                 f"TrainerConfig.compile_mode must be one of {COMPILE_MODES}, got "
                 f"{self.compile_mode!r}"
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"TrainerConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
+        positive_int("warmup_steps", False, 0)
+        positive_int("lr_step_size", True)
+        positive_int("accumulate_grad_batches", False)
+        if self.lr_schedule == "step" and self.lr_step_size is None:
+            raise ValueError("TrainerConfig.lr_schedule='step' needs lr_step_size (steps)")
+        if not 0 <= self.lr_min_ratio <= 1:
+            raise ValueError(
+                f"TrainerConfig.lr_min_ratio must be in [0, 1], got {self.lr_min_ratio!r}"
+            )
+        if not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"TrainerConfig.lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"TrainerConfig.precision must be one of {PRECISIONS}, got {self.precision!r}"
+            )
+        if self.compile_step and (self.precision != "32" or self.accumulate_grad_batches > 1):
+            raise ValueError(
+                "TrainerConfig.compile_step does not combine with precision != '32' or "
+                "accumulate_grad_batches > 1 yet; use one or the other"
             )
         if not isinstance(self.extra, dict):
             raise ValueError(f"TrainerConfig.extra must be a dict, got {type(self.extra).__name__}")

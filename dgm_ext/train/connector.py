@@ -76,7 +76,9 @@ class CheckpointConnector:
                 "stopped_early": t.stopped_early,
                 "epoch_time": t._epoch_time,
                 "world_size": t.world_size,
+                "base_lrs": t.base_lrs,  # what the lr schedule multiplies
             },
+            "scaler": t._scaler.state_dict() if t._scaler is not None else None,
             "accumulator": acc_state,  # rank 0's (what checkpoints before "accumulators" held)
             "accumulators": all_acc,  # every rank's running sums of a mid-epoch checkpoint
             "history": t.history,
@@ -131,9 +133,17 @@ class CheckpointConnector:
         t.model.load_state_dict(ck["model"])
         for opt, sd in zip(t.optimizers, ck["optimizers"], strict=True):
             opt.load_state_dict(sd)
+        saved_bases = ck["trainer"].get("base_lrs")
+        if saved_bases is not None and len(saved_bases) == len(t.optimizers):
+            # the saved groups hold a scheduled rate: compare the configured ones
+            for opt, bases in zip(t.optimizers, saved_bases, strict=True):
+                for g, base in zip(opt.param_groups, bases, strict=False):
+                    g["lr"] = base
         # the settings of this run are the ones in force: load_state_dict brought back the
         # checkpoint's learning rate (and betas, eps, weight decay)
         optimizer_notes = apply_optimizer_hyperparameters(t.optimizers, fresh_hyper)
+        if t._scaler is not None and ck.get("scaler"):
+            t._scaler.load_state_dict(ck["scaler"])
         if t.ema is not None:
             if ck["ema"] is None:
                 log.warning("%s has no EMA state; the EMA restarts from the weights", path)

@@ -67,6 +67,13 @@ TRAINING_FIELDS = (
     "monitor",
     "monitor_mode",
     "min_delta",
+    "lr_schedule",
+    "warmup_steps",
+    "lr_min_ratio",
+    "lr_step_size",
+    "lr_gamma",
+    "accumulate_grad_batches",
+    "precision",
 )
 
 # Optimiser hyperparameters a fresh run sets and load_state_dict overwrites.

@@ -43,6 +43,7 @@ from .records import MetricAccumulator, batch_size_of, epoch_line, to_device, wr
 from .resume import (
     set_aside_earlier_run,
 )
+from .schedule import lr_factor, total_steps
 
 __all__ = [
     "NonFiniteLossError",
@@ -96,17 +97,31 @@ class StepContext:
         t = self._trainer
         t._check_finite(loss, name)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward(retain_graph=retain_graph)
+        t._backward(loss, retain_graph=retain_graph)
+        self._apply(optimizer, name)
+
+    def _apply(self, optimizer: torch.optim.Optimizer, name: str) -> None:
+        """After the backward pass(es): average over processes, unscale (fp16), clip, check
+        and step; mark the EMA due."""
+        t = self._trainer
         params = [p for g in optimizer.param_groups for p in g["params"]]
         if t._reduce_grads_manually:
             t._all_reduce_grads(params)
         cfg = t.config
+        scaler = t._scaler
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         if cfg.grad_clip is not None or cfg.check_grads:
             max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            if cfg.check_grads:
+            # under fp16 a non-finite gradient is the GradScaler's business: it skips the step
+            if cfg.check_grads and scaler is None:
                 t._check_finite(norm, f"gradient norm of {name}")
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         if id(optimizer) in t._ema_optimizers:
             t._ema_due = True
 
@@ -189,6 +204,21 @@ class Trainer:
         self._started = False  # fit() has run once: resume=False no longer sets files aside
         self._ctx = StepContext(self)
         self._compiled: CompiledStep | None = None
+        if self._custom_step and (config.accumulate_grad_batches > 1 or config.precision == "16"):
+            raise ValueError(
+                f"{type(model).__name__} defines its own train_step(batch, ctx): "
+                "TrainerConfig.accumulate_grad_batches > 1 and precision='16' need the "
+                "default step (training_step); use precision='bf16', or accumulate inside "
+                "train_step"
+            )
+        # fp16: gradients scaled against underflow (its state is in every checkpoint)
+        self._scaler: torch.amp.GradScaler | None = (
+            torch.amp.GradScaler(self.device.type) if config.precision == "16" else None
+        )
+        # the configured learning rate of every group, which the schedule multiplies
+        self.base_lrs = [[float(g["lr"]) for g in o.param_groups] for o in self.optimizers]
+        self._total_steps: int | None = None
+        self._scheduled = config.lr_schedule not in (None, "constant") or config.warmup_steps > 0
         if config.compile_step and self._custom_step:
             raise ValueError(
                 f"TrainerConfig.compile_step compiles the default step around "
@@ -302,12 +332,35 @@ class Trainer:
             ),
         )
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision of the forward pass (``config.precision``); the dgm_ext ops run in
+        float32 under it (see :mod:`dgm_ext.ops`)."""
+        p = self.config.precision
+        if p == "32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if p == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _backward(self, loss: Tensor, retain_graph: bool = False) -> None:
+        if self._scaler is not None:
+            loss = self._scaler.scale(loss)
+        loss.backward(retain_graph=retain_graph)
+
+    def _apply_lr_schedule(self) -> None:
+        """Set every group's learning rate for the coming optimisation step."""
+        f = lr_factor(self.config, self.global_step, self._total_steps)
+        for opt, bases in zip(self.optimizers, self.base_lrs, strict=True):
+            for g, base in zip(opt.param_groups, bases, strict=True):
+                g["lr"] = base * f
+
     def _check_deferred(self) -> None:
         """Raise for a non-finite step the compiled step recorded on the device."""
         if self._compiled is not None:
             self._compiled.check()
 
-    def _train_step(self, batch: Any) -> Mapping[str, Tensor]:
+    def _train_step(self, batch: Any, i: int = 0, n: int = 1) -> Mapping[str, Tensor]:
+        """One batch: batch ``i`` of an accumulation window of ``n`` (the optimiser steps
+        after the last one)."""
         if self._compiled is not None:
             out = self._compiled(batch, self.global_step)
             if id(self.optimizers[0]) in self._ema_optimizers:
@@ -321,23 +374,38 @@ class Trainer:
         if self._custom_step:
             if self._reduce_grads_manually:
                 parallel.broadcast_from_rank0(self.model.buffers())
-            out = self.model.train_step(batch, self._ctx)
+            with self._autocast():
+                out = self.model.train_step(batch, self._ctx)
             if not isinstance(out, Mapping):
                 raise TypeError(
                     f"{type(self.model).__name__}.train_step must return a dict of scalars"
                 )
             return out
-        if self._ddp is not None:
-            out = self._ddp("training_step", batch)
-        else:
-            out = self.model.training_step(batch)
-        if not isinstance(out, Mapping) or "loss" not in out:
-            raise TypeError(
-                f"{type(self.model).__name__}.training_step must return a dict with a scalar "
-                f"'loss', got {type(out).__name__}"
-                + (f" with keys {sorted(out)}" if isinstance(out, Mapping) else "")
-            )
-        self._ctx.step(self.optimizers[0], out["loss"])
+        # DDP averages gradients at the window's last backward only
+        no_sync = self._ddp is not None and i < n - 1
+        with self._ddp.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[union-attr]
+            with self._autocast():
+                if self._ddp is not None:
+                    out = self._ddp("training_step", batch)
+                else:
+                    out = self.model.training_step(batch)
+            if not isinstance(out, Mapping) or "loss" not in out:
+                raise TypeError(
+                    f"{type(self.model).__name__}.training_step must return a dict with a "
+                    f"scalar 'loss', got {type(out).__name__}"
+                    + (f" with keys {sorted(out)}" if isinstance(out, Mapping) else "")
+                )
+            opt = self.optimizers[0]
+            if n == 1:
+                self._ctx.step(opt, out["loss"])
+                return out
+            # accumulation: the window's gradient is the mean of its batches' gradients
+            self._check_finite(out["loss"], "loss")
+            if i == 0:
+                opt.zero_grad(set_to_none=True)
+            self._backward(out["loss"] / n)
+        if i == n - 1:
+            self._ctx._apply(opt, "loss")
         return out
 
     @torch.no_grad()
@@ -363,7 +431,9 @@ class Trainer:
             with ema_ctx:
                 for batch in loader:
                     batch = to_device(batch, self.device)
-                    acc.add(fn(batch), batch_size_of(batch), "validation_step")
+                    with self._autocast():
+                        out = fn(batch)
+                    acc.add(out, batch_size_of(batch), "validation_step")
         finally:
             model.train(was_training)
         return acc.reduce("val_", self.world_size, self._comm_device())
@@ -433,15 +503,25 @@ class Trainer:
             leave=False,
             dynamic_ncols=True,
         )
+        k = cfg.accumulate_grad_batches
+        self._total_steps = total_steps(cfg, -(-n_batches // k))
         t0 = time.perf_counter()
         self.model.train()
         try:
             for batch in loader:
+                # batch i of an accumulation window of n (windows start with the epoch)
+                i = self.batch_in_epoch % k
+                n = min(k, n_batches - (self.batch_in_epoch - i))
+                if i == 0 and self._scheduled:
+                    self._apply_lr_schedule()
                 batch = to_device(batch, self.device)
-                out = self._train_step(batch)
+                out = self._train_step(batch, i, n)
                 acc.add(out, batch_size_of(batch), "training_step")
-                self.global_step += 1
                 self.batch_in_epoch += 1
+                if i < n - 1:
+                    bar.update(1)
+                    continue
+                self.global_step += 1
                 if self.ema is not None and self._ema_due:
                     self.ema.update()
                 self._ema_due = False
