@@ -936,6 +936,15 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError) as exc:  # OSError: FileNotFoundError and the like
         print(f"dgm-ext: error: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:  # NonFiniteLossError: names the step and the checkpoint
+        print(f"dgm-ext: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:  # Ctrl-C: where training stood, and how to resume
+        from dgm_ext.train import TrainingInterrupted
+
+        what = str(exc) if isinstance(exc, TrainingInterrupted) else "interrupted"
+        print(f"dgm-ext: {what}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
