@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _data import DATA, needs_mnist
 
 from dgm_ext.cli import build_parser, main
 from dgm_ext.experiments import (
@@ -18,10 +19,6 @@ from dgm_ext.experiments import (
     register,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(
-    not (DATA / "mnist").is_dir(), reason=f"MNIST files not found under {DATA}"
-)
 VAE_TARGETS = ["vae-elbo", "vae-mlp", "vae-likelihoods", "vae-latent", "vae-no-encoder"]
 
 

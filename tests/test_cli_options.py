@@ -14,16 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from _data import DATA, needs_mnist, require
 from torch import nn
 
 from dgm_ext.cli import main
 from dgm_ext.experiments import EXPERIMENTS, ExperimentSpec, RunContext
 from dgm_ext.experiments.common import fit_model
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(
-    not (DATA / "mnist").is_dir(), reason=f"MNIST files not found under {DATA}"
-)
 
 # a tiny, fast VAE run: 64 train / 32 val images, 1 epoch, L=4, 32 hidden units
 TINY = [
@@ -55,7 +51,8 @@ def _metrics(run: Path) -> list[dict]:
 
 @pytest.fixture
 def mnist_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """DGM_EXT_DATA pointing at the shared MNIST; torch's thread count restored after."""
+    """DGM_EXT_DATA pointing at the MNIST files (``_data.DATA``); torch's thread count restored
+    after."""
     monkeypatch.setenv("DGM_EXT_DATA", str(DATA))
     n = torch.get_num_threads()
     yield
@@ -69,8 +66,7 @@ def _train(out: Path, *extra: str) -> int:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One tiny Bernoulli MLP VAE trained by the CLI (shared by the eval/reproduce tests)."""
-    if not (DATA / "mnist").is_dir():
-        pytest.skip(f"MNIST files not found under {DATA}")
+    require("mnist")
     run = tmp_path_factory.mktemp("trained") / "run"
     n = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
