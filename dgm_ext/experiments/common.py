@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -250,41 +251,20 @@ def fit_model(
     patience: int | None = None,
     epoch_callback: Callable[[int], None] | None = None,
 ) -> list[dict]:
-    """Train with the shared ``dgm_ext.train.Trainer``; returns its per-epoch metric rows.
+    """Train with the shared harness (:class:`~dgm_ext.experiments.harness.TrainingRun`);
+    returns the Trainer's per-epoch metric rows. ``epoch_callback(epoch)`` runs after each
+    epoch (1-based) on the process that writes files. A ``run_dir`` that already holds
+    ``checkpoints/last.pt`` is resumed (announced on the console and in ``log.txt``)."""
+    from dgm_ext.experiments.callbacks import EpochFunction
+    from dgm_ext.experiments.harness import TrainingRun
 
-    ``epoch_callback(epoch)`` is called after each epoch in ``epoch_callback``-mode, which
-    trains one epoch per ``fit`` call and relies on the trainer's automatic resume.
-    A ``run_dir`` that already holds ``checkpoints/last.pt`` is resumed (the trainer's
-    default); that is announced on the console and in ``log.txt`` first.
-    """
-    from dgm_ext.train import Trainer, TrainerConfig
-
-    msg = resume_message(run_dir, epochs)
-    if msg is not None and _is_main_process():
-        ctx.log(msg)
     ops = getattr(getattr(model, "ops", None), "__name__", ctx.ops)
-
-    def config(n_epochs: int) -> TrainerConfig:
-        return TrainerConfig(
-            run_dir=str(run_dir),
-            epochs=n_epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=ctx.seed,
-            patience=patience,
-            progress=ctx.progress,
-            device=ctx.device,
-            extra={"ops": ops},
-            **ctx.compile_options(),
-        )
-
-    if epoch_callback is None:
-        return Trainer(model, config(epochs)).fit(train_set, val_set)
-    rows: list[dict] = []
-    for e in range(1, epochs + 1):
-        rows = Trainer(model, config(e)).fit(train_set, val_set)
-        epoch_callback(e)
-    return rows
+    callbacks = [EpochFunction(epoch_callback)] if epoch_callback is not None else []
+    run = TrainingRun(
+        ctx, model, run_dir, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+        callbacks=callbacks, extra={"ops": ops},
+    )  # fmt: skip
+    return run.fit(train_set, val_set)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -342,6 +322,11 @@ def run_experiment(
 ) -> dict:
     """Run a registered experiment end to end; returns its results dict.
 
+    ``options`` are the fields of :class:`RunContext` (``epochs``, ``seed``, ``device``,
+    ``train_size``, ``fresh``, ...) and the experiment's own options, the same as on the
+    command line (``run_experiment("vae-flow", run="0,40", seeds=1)`` is
+    ``dgm-ext reproduce vae-flow --run 0,40 --seeds 1``; ``dgm-ext list`` names them).
+
     The run directory (default ``runs/<name>-<timestamp>``) receives ``config.json``,
     per-model training folders (metrics, checkpoints), figures, ``results.md`` and
     ``results.json``. Training folders left by an earlier run into the same ``out`` are
@@ -353,8 +338,19 @@ def run_experiment(
     from dgm_ext.experiments import get_experiment
 
     spec = get_experiment(name)
+    # the experiment's own options (the CLI's --run, --ema, ...) are keywords too
+    fields = {f.name for f in dataclasses.fields(RunContext)} - {"name", "out", "quick"}
+    extra = dict(options.pop("extra", None) or {})
+    for key in [k for k in options if k not in fields]:
+        if key not in spec.options:
+            takes = sorted(fields - {"extra"}) + list(spec.options)
+            raise TypeError(
+                f"run_experiment({name!r}) got an unexpected keyword {key!r} (it takes: "
+                f"{', '.join(takes)})"
+            )
+        extra[key] = options.pop(key)
     out_dir = check_run_dir(out if out is not None else default_run_dir(name))
-    ctx = RunContext(name=name, out=out_dir, quick=quick, **options)
+    ctx = RunContext(name=name, out=out_dir, quick=quick, extra=extra, **options)
     _check_sizes(ctx, ("epochs", "train_size", "val_size"))
     if ctx.checkpoint and not spec.takes_checkpoint:
         from dgm_ext.experiments import EXPERIMENTS

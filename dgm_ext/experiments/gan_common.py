@@ -4,7 +4,6 @@ sample grids and sample-quality metrics, the metric-against-FID figure, rank cor
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dgm_ext.experiments.common import RunContext, _is_main_process, resume_message
+from dgm_ext.experiments.callbacks import SampleGrid, SampleQualityEval, SaveModel, grid_path
+from dgm_ext.experiments.common import RunContext
+from dgm_ext.experiments.harness import TrainingRun
 from dgm_ext.gan import GAN, save_gan
 
 __all__ = [
@@ -115,15 +116,17 @@ def using_ema(model: GAN, trainer: Any) -> Iterator[GAN]:
         yield model
 
 
-class GANTraining:
-    """One GAN training run in ``run_dir`` with figures and metrics at chosen epochs.
-
-    Per chosen epoch (rank 0 only, with the EMA generator when EMA is on, and a dedicated
-    seeded ``torch.Generator`` so that evaluation never changes the training's random
-    stream): a 5×5 grid of the same 25 latent codes (``figures/samples-epoch-XXXX.png``) and
-    the numbers of ``evaluate``, which join the epoch's row in ``metrics.jsonl`` (and so
-    survive a resume) with the seconds they took (``grid_s``, ``eval_s``: the trainer's
-    ``time_s`` includes them).
+class GANTraining(TrainingRun):
+    """One GAN training run in ``run_dir`` with figures and metrics at chosen epochs: the
+    shared :class:`~dgm_ext.experiments.harness.TrainingRun` with a
+    :class:`~dgm_ext.experiments.callbacks.SampleGrid` (a 5x5 grid of the same 25 latent
+    codes, ``figures/samples-epoch-XXXX.png``), a
+    :class:`~dgm_ext.experiments.callbacks.SampleQualityEval` (the numbers of ``evaluate``,
+    which join the epoch's row in ``metrics.jsonl`` and so survive a resume) and the generator
+    saved at the end (``generator.pt``, EMA weights included). Both run on rank 0, with the
+    EMA generator when EMA is on, and draw with dedicated seeded ``torch.Generator`` objects,
+    so they never change the training's random stream; the seconds they take are recorded
+    (``grid_s``, ``eval_s``: the trainer's ``time_s`` includes them).
     """
 
     def __init__(
@@ -141,19 +144,28 @@ class GANTraining:
         title: str = "",
         seed: int = 0,
     ) -> None:
-        self.ctx, self.model, self.run_dir = ctx, model, Path(run_dir)
-        self.epochs, self.batch_size, self.ema_decay = epochs, batch_size, ema_decay
-        self.evaluate, self.evaluate_at = evaluate, set(evaluate_at)
-        self.grids_at, self.title, self.seed = set(grids_at), title, seed
+        self.title, self.seed = title, seed
         self.z_grid = torch.randn(
             25, model.config.z_dim, generator=torch.Generator().manual_seed(seed)
         )
-        self.trainer: Any = None
-        self.rows: list[dict] = []
+        callbacks: list[Any] = [
+            SampleGrid(self._draw_grid, run_dir, grids_at, self._grid_title),
+        ]
+        if evaluate is not None:
+            callbacks.append(
+                SampleQualityEval(evaluate, self.sampler(seed + 1), evaluate_at, self._log)
+            )
+        callbacks.append(SaveModel(self._save))
+        super().__init__(
+            ctx, model, run_dir, epochs=epochs, batch_size=batch_size, ema_decay=ema_decay,
+            compile=False, callbacks=callbacks,
+            extra={"gan": model.config.to_dict(), "ops": model.ops.__name__},
+        )  # fmt: skip
+        self.ema_decay = ema_decay
 
     def grid_path(self, epoch: int) -> Path:
         """Where the sample grid of ``epoch`` goes."""
-        return self.run_dir / "figures" / f"samples-epoch-{epoch:04d}.png"
+        return grid_path(self.run_dir, epoch)
 
     def sampler(self, seed: int) -> Callable[[int], Tensor]:
         """``sample(n)`` from the current (EMA) generator with its own seeded stream."""
@@ -166,65 +178,26 @@ class GANTraining:
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _grid(self, epoch: int) -> None:
-        from dgm_ext.plots import save_image_grid
+    @torch.no_grad()
+    def _draw_grid(self) -> Tensor:
+        return self.model.decode(self.z_grid.to(self._device()))
 
-        images = self.model.decode(self.z_grid.to(self._device())).cpu()
+    def _grid_title(self, epoch: int) -> str:
         tag = "untrained generator" if epoch == 0 else f"epoch {epoch}"
-        ema = " (EMA generator)" if self.ema_decay else ""
-        save_image_grid(images, self.grid_path(epoch), 5, f"{self.title}: {tag}{ema}")
+        return f"{self.title}: {tag}{' (EMA generator)' if self.ema_decay else ''}"
 
-    def _on_epoch_end(self, trainer: Any, epoch0: int) -> dict[str, float]:
-        epoch = epoch0 + 1
-        if not trainer.is_main:
-            return {}
-        out: dict[str, float] = {}
-        with using_ema(self.model, trainer):
-            if epoch in self.grids_at:
-                t0 = time.perf_counter()
-                self._grid(epoch)
-                out["grid_s"] = time.perf_counter() - t0
-            if self.evaluate is not None and epoch in self.evaluate_at:
-                t0 = time.perf_counter()
-                numbers = dict(self.evaluate(self.sampler(self.seed + 1), epoch))
-                self.ctx.log(
-                    f"{self.run_dir.name} epoch {epoch}: "
-                    + ", ".join(f"{k}={v:.4g}" for k, v in numbers.items())
-                )
-                out.update(numbers, eval_s=time.perf_counter() - t0)
-        return out
-
-    def fit(self, train_set: Any) -> list[dict]:
-        """Train (resuming ``run_dir`` when it holds a checkpoint); returns the epoch rows."""
-        from dgm_ext.train import Trainer, TrainerConfig
-
-        msg = resume_message(self.run_dir, self.epochs)
-        if msg is not None and _is_main_process():
-            self.ctx.log(msg)
-        cfg = TrainerConfig(
-            run_dir=str(self.run_dir),
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            seed=self.ctx.seed,
-            ema_decay=self.ema_decay,
-            progress=self.ctx.progress,
-            device=self.ctx.device,
-            extra={"gan": self.model.config.to_dict(), "ops": self.model.ops.__name__},
+    def _log(self, epoch: int, numbers: Mapping[str, float]) -> None:
+        self.ctx.log(
+            f"{self.run_dir.name} epoch {epoch}: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in numbers.items())
         )
-        self.trainer = trainer = Trainer(self.model, cfg)
-        fresh = not (self.run_dir / "checkpoints" / "last.pt").is_file()
-        if fresh and 0 in self.grids_at and _is_main_process():
-            with torch.no_grad():
-                self.model.to(trainer.device)
-                self._grid(0)
-        self.model.on_epoch_end = self._on_epoch_end  # the trainer's per-epoch hook
-        try:
-            rows = trainer.fit(train_set)
-        finally:
-            del self.model.on_epoch_end
-        if trainer.is_main:
-            save_gan(self.model, self.run_dir / "generator.pt", ema=trainer.ema)
-        return rows
+
+    def _save(self, trainer: Any) -> None:
+        save_gan(self.model, self.run_dir / "generator.pt", ema=trainer.ema)
+
+    def fit(self, train_set: Any, val_set: Any = None) -> list[dict]:
+        """Train (resuming ``run_dir`` when it holds a checkpoint); returns the epoch rows."""
+        return super().fit(train_set, val_set)
 
 
 def fit_gan(ctx: RunContext, model: GAN, train_set: Any, run_dir: Path, **kw: Any) -> GANTraining:

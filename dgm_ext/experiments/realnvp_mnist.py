@@ -18,20 +18,15 @@ parameters and seconds per epoch.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dgm_ext.experiments.common import (
-    RunContext,
-    Table,
-    _is_main_process,
-    load_splits,
-    resume_message,
-)
+from dgm_ext.experiments.callbacks import SampleGrid, SaveModel, grid_path
+from dgm_ext.experiments.common import RunContext, Table, load_splits
 from dgm_ext.experiments.gan_common import grid_epochs
+from dgm_ext.experiments.harness import TrainingRun
 from dgm_ext.flows.image import ImageFlow, evaluate_bits_per_dim
 from dgm_ext.flows.realnvp import build_realnvp, save_realnvp
 
@@ -52,11 +47,13 @@ N_TRAIN = 40_000
 TEMPERATURES = (0.5, 0.7, 1.0)
 
 
-class FlowTraining:
-    """One RealNVP training run in ``run_dir``: the shared Trainer (bits/dim as the loss, so
-    ``train_bpd``/``val_bpd`` per epoch), 25-sample grids of fixed base draws at ``grids_at``
-    epochs (``figures/samples-epoch-XXXX.png``; epoch 0 = the untrained model) drawn with a
-    dedicated generator so they never change the training's random stream."""
+class FlowTraining(TrainingRun):
+    """One RealNVP training run in ``run_dir``: the shared
+    :class:`~dgm_ext.experiments.harness.TrainingRun` (bits/dim as the loss, so
+    ``train_bpd``/``val_bpd`` per epoch; gradient norm clipped at ``grad_clip``), 25-sample
+    grids of fixed base draws at ``grids_at`` epochs (``figures/samples-epoch-XXXX.png``;
+    epoch 0 = the untrained model; no random draws, so the training's random stream is
+    untouched) and ``model.pt`` saved at the end."""
 
     def __init__(
         self,
@@ -71,68 +68,36 @@ class FlowTraining:
         grids_at: Any = (),
         title: str = "RealNVP",
     ) -> None:
-        self.ctx, self.model, self.run_dir = ctx, model, Path(run_dir)
-        self.epochs, self.batch_size, self.lr, self.grad_clip = epochs, batch_size, lr, grad_clip
-        self.grids_at, self.title = set(grids_at), title
+        self.title = title
         self.z_grid = torch.randn(
             25, *model.event_shape, generator=torch.Generator().manual_seed(1)
         )
+        callbacks = [
+            SampleGrid(self._draw_grid, run_dir, grids_at, self._grid_title),
+            SaveModel(lambda trainer: save_realnvp(self.model, self.run_dir / "model.pt")),
+        ]
+        super().__init__(
+            ctx, model, run_dir, epochs=epochs, batch_size=batch_size, lr=lr,
+            grad_clip=grad_clip, callbacks=callbacks,
+            extra={"realnvp": model.config.to_dict(), "ops": model.ops.__name__},
+        )  # fmt: skip
 
     def grid_path(self, epoch: int) -> Path:
         """Where the sample grid of ``epoch`` goes."""
-        return self.run_dir / "figures" / f"samples-epoch-{epoch:04d}.png"
+        return grid_path(self.run_dir, epoch)
 
     @torch.no_grad()
-    def _grid(self, epoch: int) -> None:
-        from dgm_ext.plots import save_image_grid
-
+    def _draw_grid(self) -> torch.Tensor:
         device, dtype = self.model._like()
         was_training = self.model.training
         self.model.eval()
         images, _ = self.model.inverse(self.z_grid.to(device, dtype))
         self.model.train(was_training)
+        return images.clamp(0, 1)
+
+    def _grid_title(self, epoch: int) -> str:
         tag = "untrained model" if epoch == 0 else f"epoch {epoch}"
-        save_image_grid(images.clamp(0, 1).cpu(), self.grid_path(epoch), 5, f"{self.title}: {tag}")
-
-    def _on_epoch_end(self, trainer: Any, epoch0: int) -> dict[str, float]:
-        if not trainer.is_main or epoch0 + 1 not in self.grids_at:
-            return {}
-        t0 = time.perf_counter()
-        self._grid(epoch0 + 1)
-        return {"grid_s": time.perf_counter() - t0}
-
-    def fit(self, train_set: Any, val_set: Any) -> list[dict]:
-        """Train (resuming ``run_dir`` when it holds a checkpoint); returns the epoch rows."""
-        from dgm_ext.train import Trainer, TrainerConfig
-
-        msg = resume_message(self.run_dir, self.epochs)
-        if msg is not None and _is_main_process():
-            self.ctx.log(msg)
-        cfg = TrainerConfig(
-            run_dir=str(self.run_dir),
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            grad_clip=self.grad_clip,
-            seed=self.ctx.seed,
-            progress=self.ctx.progress,
-            device=self.ctx.device,
-            extra={"realnvp": self.model.config.to_dict(), "ops": self.model.ops.__name__},
-            **self.ctx.compile_options(),
-        )
-        trainer = Trainer(self.model, cfg)
-        fresh = not (self.run_dir / "checkpoints" / "last.pt").is_file()
-        if fresh and 0 in self.grids_at and trainer.is_main:
-            self.model.to(trainer.device)
-            self._grid(0)
-        self.model.on_epoch_end = self._on_epoch_end  # the trainer's per-epoch hook
-        try:
-            rows = trainer.fit(train_set, val_set)
-        finally:
-            del self.model.on_epoch_end
-        if trainer.is_main:
-            save_realnvp(self.model, self.run_dir / "model.pt")
-        return rows
+        return f"{self.title}: {tag}"
 
 
 def epoch_seconds(rows: list[dict]) -> float:
