@@ -7,16 +7,79 @@ logits/scores of shape ``(N,)``.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 __all__ = [
+    "ConditionalBatchNorm",
     "DCGANCritic",
     "DCGANGenerator",
     "MLPDiscriminator",
     "MLPGenerator",
     "dcgan_levels",
 ]
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose scale and shift are chosen by the class label (de Vries et al. 2017;
+    the generator of Miyato & Koyama 2018): ``gamma[y] * BN(x) + beta[y]``, initialised to
+    the identity (gamma 1, beta 0). ``dim`` 1 for ``(N, C)``, 2 for ``(N, C, H, W)``."""
+
+    def __init__(self, num_features: int, num_classes: int, dim: int = 2) -> None:
+        super().__init__()
+        bn = nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d
+        self.bn = bn(num_features, affine=False)
+        self.gamma = nn.Embedding(num_classes, num_features)
+        self.beta = nn.Embedding(num_classes, num_features)
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        shape = (x.shape[0], -1) + (1,) * (x.dim() - 2)
+        return self.gamma(y).view(shape) * self.bn(x) + self.beta(y).view(shape)
+
+
+class _Labelled(nn.Sequential):
+    """A Sequential whose :class:`ConditionalBatchNorm` layers also receive the labels."""
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, y) if isinstance(layer, ConditionalBatchNorm) else layer(x)
+        return x
+
+
+def _bn(features: int, num_classes: int, dim: int) -> nn.Module:
+    """Plain BatchNorm, or a :class:`ConditionalBatchNorm` for a class-conditional model."""
+    if num_classes:
+        return ConditionalBatchNorm(features, num_classes, dim)
+    return nn.BatchNorm2d(features) if dim == 2 else nn.BatchNorm1d(features)
+
+
+def _labels(y: Tensor | None, num_classes: int, n: int, who: str) -> Tensor | None:
+    """Check the labels a (un)conditional network receives."""
+    if not num_classes:
+        if y is not None:
+            raise ValueError(f"{who} is not class-conditional (num_classes=0) but got labels")
+        return None
+    if y is None:
+        raise ValueError(f"{who} is class-conditional ({num_classes} classes): pass labels y")
+    if y.shape != (n,) or y.dtype != torch.long:
+        raise ValueError(f"{who}: labels y must be int64 of shape ({n},), got {y.dtype} "
+                         f"{tuple(y.shape)}")  # fmt: skip
+    return y
+
+
+class _Projection(nn.Module):
+    """The projection discriminator's class term (Miyato & Koyama 2018): ``<embed(y), phi>``
+    added to the unconditional output ``psi(phi)``."""
+
+    def __init__(self, num_classes: int, features: int, wrap) -> None:
+        super().__init__()
+        self.embed = wrap(nn.Embedding(num_classes, features))
+
+    def forward(self, phi: Tensor, y: Tensor) -> Tensor:
+        return (self.embed(y) * phi).sum(-1)
 
 
 class MLPGenerator(nn.Module):
@@ -26,22 +89,26 @@ class MLPGenerator(nn.Module):
     LeakyReLU(0.2); Linear(1024, 784), Tanh. 1,510,032 parameters (z_dim=100).
     """
 
-    def __init__(self, z_dim: int = 100, image_shape: tuple[int, ...] = (1, 28, 28)) -> None:
+    def __init__(
+        self, z_dim: int = 100, image_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 0
+    ) -> None:
         super().__init__()
-        self.z_dim = z_dim
+        self.z_dim, self.num_classes = z_dim, num_classes
         self.image_shape = tuple(image_shape)
         out = 1
         for s in self.image_shape:
             out *= s
         layers: list[nn.Module] = [nn.Linear(z_dim, 128), nn.LeakyReLU(0.2)]
         for a, b in ((128, 256), (256, 512), (512, 1024)):
-            layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.LeakyReLU(0.2)]
+            layers += [nn.Linear(a, b), _bn(b, num_classes, 1), nn.LeakyReLU(0.2)]
         layers += [nn.Linear(1024, out), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        self.net = _Labelled(*layers)
 
-    def forward(self, z: Tensor) -> Tensor:
-        """``(N, z_dim)`` → ``(N, *image_shape)`` in [-1, 1]."""
-        return self.net(z).view(z.shape[0], *self.image_shape)
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """``(N, z_dim)`` (and labels ``(N,)`` when class-conditional) → ``(N, *image_shape)``
+        in [-1, 1]."""
+        y = _labels(y, self.num_classes, z.shape[0], "MLPGenerator")
+        return self.net(z, y).view(z.shape[0], *self.image_shape)
 
 
 class MLPDiscriminator(nn.Module):
@@ -51,8 +118,9 @@ class MLPDiscriminator(nn.Module):
     Dropout(p); Linear(256, 1). 533,505 parameters.
     """
 
-    def __init__(self, in_features: int = 784, dropout: float = 0.3) -> None:
+    def __init__(self, in_features: int = 784, dropout: float = 0.3, num_classes: int = 0) -> None:
         super().__init__()
+        self.num_classes = num_classes
         self.net = nn.Sequential(
             nn.Flatten(),
             nn.Linear(in_features, 512),
@@ -63,10 +131,12 @@ class MLPDiscriminator(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(256, 1),
         )
+        if num_classes:
+            self.projection = _Projection(num_classes, 256, _identity)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, ...)`` → logits ``(N,)``."""
-        return self.net(x).squeeze(-1)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """``(N, ...)`` (and labels ``(N,)`` when class-conditional) → logits ``(N,)``."""
+        return _critic_out(self, x, y, "MLPDiscriminator")
 
 
 def _check_width(width: int) -> None:
@@ -104,28 +174,38 @@ class DCGANGenerator(nn.Module):
     """
 
     def __init__(
-        self, z_dim: int = 100, width: int = 128, channels: int = 3, image_size: int = 32
+        self,
+        z_dim: int = 100,
+        width: int = 128,
+        channels: int = 3,
+        image_size: int = 32,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         _check_width(width)
         self.z_dim, self.width, self.image_size = z_dim, width, image_size
+        self.num_classes = num_classes
         n, self.base = dcgan_levels(image_size)
         self.c0 = (width // 2) * 2**n
         area = self.base * self.base
-        self.fc = nn.Sequential(
-            nn.Linear(z_dim, area * self.c0), nn.BatchNorm1d(area * self.c0), nn.ReLU()
+        self.fc = _Labelled(
+            nn.Linear(z_dim, area * self.c0), _bn(area * self.c0, num_classes, 1), nn.ReLU()
         )
         layers: list[nn.Module] = []
         c = self.c0
         for _ in range(n):
-            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1), nn.BatchNorm2d(c // 2), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1), _bn(c // 2, num_classes, 2)]
+            layers += [nn.ReLU()]
             c //= 2
         layers += [nn.Conv2d(width // 2, channels, 3, 1, 1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        self.net = _Labelled(*layers)
 
-    def forward(self, z: Tensor) -> Tensor:
-        """``(N, z_dim)`` → ``(N, channels, image_size, image_size)`` in [-1, 1]."""
-        return self.net(self.fc(z).view(z.shape[0], self.c0, self.base, self.base))
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """``(N, z_dim)`` (and labels ``(N,)`` when class-conditional) → ``(N, channels,
+        image_size, image_size)`` in [-1, 1]."""
+        y = _labels(y, self.num_classes, z.shape[0], "DCGANGenerator")
+        h = self.fc(z, y).view(z.shape[0], self.c0, self.base, self.base)
+        return self.net(h, y)
 
 
 class DCGANCritic(nn.Module):
@@ -147,10 +227,11 @@ class DCGANCritic(nn.Module):
         channels: int = 3,
         spectral_norm: bool = False,
         image_size: int = 32,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         _check_width(width)
-        self.width, self.image_size = width, image_size
+        self.width, self.image_size, self.num_classes = width, image_size, num_classes
         n, base = dcgan_levels(image_size)
         c = width // 2
         specs = [(channels, c, 3, 1)]
@@ -163,10 +244,23 @@ class DCGANCritic(nn.Module):
             layers += [wrap(nn.Conv2d(a, b, k, s, 1)), nn.LeakyReLU(0.1)]
         layers += [nn.Flatten(), wrap(nn.Linear(base * base * c, 1))]
         self.net = nn.Sequential(*layers)
+        if num_classes:
+            self.projection = _Projection(num_classes, base * base * c, wrap)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, channels, image_size, image_size)`` → scores ``(N,)``."""
-        return self.net(x).squeeze(-1)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """``(N, channels, image_size, image_size)`` (and labels ``(N,)`` when
+        class-conditional) → scores ``(N,)``."""
+        return _critic_out(self, x, y, "DCGANCritic")
+
+
+def _critic_out(critic: nn.Module, x: Tensor, y: Tensor | None, who: str) -> Tensor:
+    """``psi(phi(x))`` (+ the projection term for labels ``y``): ``phi`` is everything before
+    the critic's last linear layer ``psi``."""
+    y = _labels(y, critic.num_classes, x.shape[0], who)
+    if y is None:
+        return critic.net(x).squeeze(-1)
+    phi = critic.net[:-1](x)
+    return critic.net[-1](phi).squeeze(-1) + critic.projection(phi, y)
 
 
 def _spectral(m: nn.Module) -> nn.Module:
