@@ -3,7 +3,9 @@
 Every dgm_ext file is a ``torch.save`` dict read with ``weights_only=True``. When torch cannot
 read a file that way, its error says to retry with ``weights_only=False`` -- advice that runs
 arbitrary code from an untrusted file and that no dgm_ext file ever needs -- so the loaders
-answer with :func:`read_model_file`'s message instead.
+answer with :func:`read_model_file`'s message instead. It is the reader under
+:func:`dgm_ext.persistence.read` (and so ``dgm_ext.load``); what a file is, is decided there
+(:func:`file_kind`, :func:`describe`, re-exported here).
 """
 
 from __future__ import annotations
@@ -14,22 +16,10 @@ from typing import Any
 
 import torch
 
+from dgm_ext.persistence import describe, file_kind
+
 __all__ = ["describe", "file_kind", "read_model_file"]
 
-# the ``format`` entry of each file type (VAE files, the oldest, have none)
-_FORMATS = {
-    "dgm_ext.gan/1": "gan",
-    "dgm_ext.realnvp/1": "realnvp",
-    "dgm_ext.train/1": "checkpoint",
-    "dgm_ext.flows.planar/1": "planar",
-}
-_DESCRIPTIONS = {
-    "vae": "a dgm_ext VAE file (save_vae)",
-    "gan": "a dgm_ext GAN file (save_gan)",
-    "realnvp": "a dgm_ext RealNVP file (save_realnvp)",
-    "checkpoint": "a dgm_ext training checkpoint (the Trainer's checkpoints/*.pt)",
-    "planar": "a dgm_ext planar-flow fit (save_planar)",
-}
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
 
 
@@ -74,20 +64,3 @@ def read_model_file(path: str | Path, what: str = "dgm_ext model") -> dict[str, 
             "not a dgm_ext model)"
         )
     return blob
-
-
-def file_kind(blob: dict[str, Any]) -> str | None:
-    """``"vae"``, ``"gan"``, ``"realnvp"``, ``"checkpoint"`` or ``"planar"`` for a dict read
-    from a dgm_ext file; ``None`` for any other dict."""
-    fmt = blob.get("format")
-    if fmt is None:
-        return "vae" if isinstance(blob.get("config"), dict) and "state_dict" in blob else None
-    return _FORMATS.get(fmt) if isinstance(fmt, str) else None
-
-
-def describe(blob: dict[str, Any]) -> str:
-    """A few words saying what the file holding ``blob`` is."""
-    kind = file_kind(blob)
-    if kind is None:
-        return "a PyTorch file that is not a dgm_ext model"
-    return _DESCRIPTIONS[kind]

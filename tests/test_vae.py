@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _planar_reference import planar_flow_batched
 from torch import distributions as D
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -25,7 +26,6 @@ from dgm_ext.vae import (
     manifold_grid,
     manifold_images,
     pca,
-    planar_flow_batched,
     planar_u_hat,
     posterior_elbo,
     save_vae,

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from _planar_reference import planar_flow_batched
 from torch import distributions as D
 
 import dgm_ext.ops as fused
@@ -20,7 +21,6 @@ from dgm_ext.vae import (
     load_vae,
     manifold_grid,
     pca,
-    planar_flow_batched,
     save_vae,
 )
 from dgm_ext.vae.evaluate import dataset_images

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,6 +30,7 @@ from torch import Tensor
 from dgm_ext.flows.base import standard_normal_log_prob
 from dgm_ext.flows.densities import Density2D, get_density
 from dgm_ext.flows.planar import PlanarFlow
+from dgm_ext.persistence import PLANAR_FORMAT, read_family, write_model_file
 
 __all__ = [
     "MODES",
@@ -232,40 +234,40 @@ def evaluate_kl(flow: PlanarFlow, target: str, n: int = 100_000, chunk: int = 20
 
 
 def save_planar(result: FitResult, path: str | Path, **extra: object) -> Path:
-    """Write the fitted flow, its config and loss curve (atomically) to ``path``."""
-    from dgm_ext.train.checkpoint import atomic_save
-
-    path = Path(path)
-    atomic_save(
-        {
-            "format": "dgm_ext.flows.planar/1",
-            "config": asdict(result.config),
-            "state_dict": result.flow.state_dict(),
-            "curve_steps": result.curve_steps,
-            "curve_loss": result.curve_loss,
-            "seconds": result.seconds,
-            "extra": dict(extra),
-        },
+    """Write the fitted flow, its config and loss curve to ``path`` (format
+    ``dgm_ext.flows.planar/1``, atomically); ``extra``: plain values kept with them."""
+    return write_model_file(
         path,
+        PLANAR_FORMAT,
+        asdict(result.config),
+        state_dict=result.flow.state_dict(),
+        curve_steps=list(result.curve_steps),
+        curve_loss=list(result.curve_loss),
+        seconds=result.seconds,
+        extra=dict(extra),
     )
-    return path
+
+
+def planar_fit_from_blob(blob: dict[str, Any], ops: str | None = None) -> FitResult:
+    """The fit of a dict read from a :func:`save_planar` file; ``ops`` overrides the saved
+    backend."""
+    cfg = dict(blob["config"])
+    if ops is not None:
+        cfg["ops"] = ops
+    config = PlanarFitConfig(**cfg)
+    flow = config.build()
+    flow.load_state_dict(blob["state_dict"])
+    return FitResult(
+        flow, config, list(blob["curve_steps"]), list(blob["curve_loss"]), blob["seconds"]
+    )
+
+
+def planar_flow_from_blob(blob: dict[str, Any], ops: str | None = None) -> PlanarFlow:
+    """The fitted :class:`PlanarFlow` of a :func:`save_planar` file (``dgm_ext.load``)."""
+    return planar_fit_from_blob(blob, ops).flow
 
 
 def load_planar(path: str | Path, ops: str | None = None) -> FitResult:
     """Read a file written by :func:`save_planar` (``weights_only=True``); ``ops`` overrides
     the saved backend."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no planar-flow file at {path}")
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or data.get("format") != "dgm_ext.flows.planar/1":
-        raise ValueError(f"path: {path} is not a planar-flow file written by save_planar")
-    cfg = dict(data["config"])
-    if ops is not None:
-        cfg["ops"] = ops
-    config = PlanarFitConfig(**cfg)
-    flow = config.build()
-    flow.load_state_dict(data["state_dict"])
-    return FitResult(
-        flow, config, list(data["curve_steps"]), list(data["curve_loss"]), data["seconds"]
-    )
+    return planar_fit_from_blob(read_family(path, PLANAR_FORMAT), ops)

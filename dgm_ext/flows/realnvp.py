@@ -40,6 +40,7 @@ from dgm_ext.flows.coupling import (
 )
 from dgm_ext.flows.image import ImageFlow
 from dgm_ext.ops import resolve_ops
+from dgm_ext.persistence import REALNVP_FORMAT, read, read_family, write_model_file
 
 __all__ = [
     "FILE_FORMAT",
@@ -52,7 +53,7 @@ __all__ = [
     "save_realnvp",
 ]
 
-FILE_FORMAT = "dgm_ext.realnvp/1"
+FILE_FORMAT = REALNVP_FORMAT
 ARCHS = ("mlp", "multiscale")
 
 
@@ -220,41 +221,29 @@ def build_realnvp(
 
 
 def save_realnvp(model: ImageFlow, path: str | Path) -> Path:
-    """Write config and weights of a :func:`build_realnvp` model to ``path`` (atomically)."""
+    """Write config and weights of a :func:`build_realnvp` model to ``path`` (format
+    ``dgm_ext.realnvp/1``, atomically)."""
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, RealNVPConfig):
         raise TypeError("model must be built by build_realnvp (it has no RealNVPConfig)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(
-        {"format": FILE_FORMAT, "config": cfg.to_dict(), "state_dict": model.state_dict()}, tmp
-    )
-    tmp.replace(path)
-    return path
+    return write_model_file(path, FILE_FORMAT, cfg.to_dict(), state_dict=model.state_dict())
 
 
 def is_realnvp_file(path: str | Path) -> bool:
     """Whether ``path`` is a file written by :func:`save_realnvp`."""
     try:
-        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception:  # any unreadable file is simply "not ours"
+        return read(path).tag == FILE_FORMAT
+    except (OSError, ValueError):  # any unreadable file is simply "not ours"
         return False
-    return isinstance(blob, dict) and blob.get("format") == FILE_FORMAT
+
+
+def realnvp_from_blob(blob: dict[str, Any], ops: ModuleType | str | None = None) -> ImageFlow:
+    """The model of a dict read from a :func:`save_realnvp` file."""
+    model = build_realnvp(RealNVPConfig(**blob["config"]), ops=ops)
+    model.load_state_dict(blob["state_dict"])
+    return model
 
 
 def load_realnvp(path: str | Path, ops: ModuleType | str | None = None) -> ImageFlow:
     """Load a model written by :func:`save_realnvp` (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no RealNVP file at {path}")
-    from dgm_ext._model_files import describe, read_model_file
-
-    blob = read_model_file(path, "RealNVP")  # one-line ValueError for non-model files
-    if blob.get("format") != FILE_FORMAT:
-        raise ValueError(
-            f"path: {path} is not a RealNVP file written by save_realnvp: it is {describe(blob)}"
-        )
-    model = build_realnvp(RealNVPConfig(**blob["config"]), ops=ops)
-    model.load_state_dict(blob["state_dict"])
-    return model
+    return realnvp_from_blob(read_family(path, FILE_FORMAT), ops)

@@ -36,12 +36,13 @@ from dgm_ext.gan.losses import (
 )
 from dgm_ext.gan.models import DCGANCritic, DCGANGenerator, MLPDiscriminator, MLPGenerator
 from dgm_ext.ops import resolve_ops
+from dgm_ext.persistence import GAN_FORMAT, read, read_family, write_model_file
 
 __all__ = ["GAN", "GANConfig", "load_gan", "save_gan"]
 
 ARCHS = ("mlp", "dcgan")
 PENALTIES = (None, "r1", "gp")
-FORMAT = "dgm_ext.gan/1"
+FORMAT = GAN_FORMAT
 
 
 @dataclass
@@ -269,51 +270,41 @@ def _distributed() -> bool:
 
 
 def save_gan(model: GAN, path: str | Path, ema: GeneratorEMA | None = None) -> Path:
-    """Write config, critic and generator weights to ``path`` (atomically).
+    """Write config, critic and generator weights to ``path`` (format ``dgm_ext.gan/1``,
+    atomically).
 
     With ``ema`` the saved generator holds the EMA weights (and the live generator's copied
     buffers) and the file says so; :func:`load_gan` then returns the EMA generator.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     gen = {k: v.detach().cpu() for k, v in model.generator.state_dict().items()}
     if ema is not None:
         gen = {k: v.detach().cpu().clone() for k, v in ema.shadow.items()}
-    blob = {
-        "format": FORMAT,
-        "config": model.config.to_dict(),
-        "generator": gen,
-        "critic": {k: v.detach().cpu() for k, v in model.critic.state_dict().items()},
-        "generator_is_ema": ema is not None,
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
-    return path
+    return write_model_file(
+        path,
+        FORMAT,
+        model.config.to_dict(),
+        generator=gen,
+        critic={k: v.detach().cpu() for k, v in model.critic.state_dict().items()},
+        generator_is_ema=ema is not None,
+    )
 
 
-def load_gan(path: str | Path, ops: ModuleType | str | None = None) -> GAN:
-    """Load a GAN written by :func:`save_gan` (``weights_only=True``), in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no GAN checkpoint at {path}")
-    from dgm_ext._model_files import describe, read_model_file
-
-    blob = read_model_file(path, "dgm_ext GAN")  # one-line ValueError for non-model files
-    if blob.get("format") != FORMAT:
-        raise ValueError(
-            f"path: {path} is not a dgm_ext GAN file (format {FORMAT!r}): it is {describe(blob)}"
-        )
+def gan_from_blob(blob: dict[str, Any], ops: ModuleType | str | None = None) -> GAN:
+    """The GAN (eval mode) of a dict read from a :func:`save_gan` file."""
     model = GAN(GANConfig(**blob["config"]), ops=ops)
     model.generator.load_state_dict(blob["generator"])
     model.critic.load_state_dict(blob["critic"])
     return model.eval()
 
 
+def load_gan(path: str | Path, ops: ModuleType | str | None = None) -> GAN:
+    """Load a GAN written by :func:`save_gan` (``weights_only=True``), in eval mode."""
+    return gan_from_blob(read_family(path, FORMAT), ops)
+
+
 def is_gan_file(path: str | Path) -> bool:
     """True when ``path`` is a file written by :func:`save_gan`."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        return read(path).tag == FORMAT
+    except (OSError, ValueError):
         return False
-    return isinstance(blob, dict) and blob.get("format") == FORMAT

@@ -31,7 +31,7 @@ from dgm_ext.vae.no_encoder import (
     left_half_index,
     posterior_elbo,
 )
-from dgm_ext.vae.planar import PlanarPosterior, planar_flow_batched, planar_u_hat
+from dgm_ext.vae.planar import PlanarPosterior, planar_u_hat
 
 __all__ = [
     "ARCHITECTURES",
@@ -62,7 +62,6 @@ __all__ = [
     "manifold_grid",
     "manifold_images",
     "pca",
-    "planar_flow_batched",
     "planar_u_hat",
     "posterior_elbo",
     "resolve_ops",

@@ -7,11 +7,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from dgm_ext.ops import resolve_ops
+from dgm_ext.persistence import VAE_FORMAT, read_family, write_model_file
 from dgm_ext.vae.likelihoods import Likelihood, make_likelihood
 from dgm_ext.vae.networks import ARCHITECTURES, make_decoder, make_encoder
 from dgm_ext.vae.planar import PlanarPosterior
@@ -235,27 +237,20 @@ def build_vae(ops: ModuleType | str | None = None, **kwargs: object) -> VAE:
 
 
 def save_vae(model: VAE, path: str | Path) -> Path:
-    """Save config and weights to ``path`` (written atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"config": dataclasses.asdict(model.config), "state_dict": model.state_dict()}, tmp)
-    tmp.replace(path)
-    return path
+    """Save config and weights to ``path`` (format ``dgm_ext.vae/1``, written atomically)."""
+    return write_model_file(
+        path, VAE_FORMAT, dataclasses.asdict(model.config), state_dict=model.state_dict()
+    )
 
 
-def load_vae(path: str | Path, ops: ModuleType | str | None = None) -> VAE:
-    """Load a VAE written by ``save_vae`` (``weights_only=True``)."""
-    from dgm_ext._model_files import describe, file_kind, read_model_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no VAE checkpoint at {path}")
-    blob = read_model_file(path, "VAE")  # one-line ValueError for files that are not models
-    if file_kind(blob) != "vae":
-        raise ValueError(
-            f"path: {path} is not a VAE file written by save_vae: it is {describe(blob)}"
-        )
+def vae_from_blob(blob: dict[str, Any], ops: ModuleType | str | None = None) -> VAE:
+    """The VAE of a dict read from a ``save_vae`` file (tagged or not)."""
     model = VAE(VAEConfig(**blob["config"]), ops=ops)
     model.load_state_dict(blob["state_dict"])
     return model
+
+
+def load_vae(path: str | Path, ops: ModuleType | str | None = None) -> VAE:
+    """Load a VAE written by ``save_vae`` (``weights_only=True``; untagged files of earlier
+    versions too)."""
+    return vae_from_blob(read_family(path, VAE_FORMAT), ops)

@@ -4,14 +4,15 @@
 ``z ← z + û_k tanh(w_k·z + b_k)`` whose parameters are produced per example from the
 encoder's hidden features (amortised). ``û`` is the invertibility-preserving
 reparameterisation of appendix A: ``û = u + (m(w·u) − w·u) w / ‖w‖²`` with
-``m(a) = −1 + softplus(a)``, which guarantees ``w·û > −1``.
+``m(a) = −1 + softplus(a)``, which guarantees ``w·û > −1``; it is
+:func:`dgm_ext.flows.planar.planar_u_hat`, the one shared with the planar flows (with its
+float32 guard).
 
 Both posteriors run on the op backend handed to ``forward``: the amortised one on
 ``ops.planar_flow_rows`` (per-example parameters, shared by the posterior samples), the
 non-amortised one on ``ops.planar_flow`` (one set of parameters for the whole batch). With the
 fused backend (``dgm_ext.ops``) these are the fused kernels; with ``ops="reference"`` the
-plain-PyTorch references. ``planar_flow_batched`` is the same formula in plain PyTorch, with
-any broadcastable parameters.
+plain-PyTorch references.
 """
 
 from __future__ import annotations
@@ -22,32 +23,9 @@ from types import ModuleType
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PlanarPosterior", "planar_flow_batched", "planar_u_hat"]
+from dgm_ext.flows.planar import planar_u_hat
 
-
-def planar_u_hat(u: Tensor, w: Tensor) -> Tensor:
-    """Invertibility-preserving û (last dim = latent dim) so that ``w·û > −1``."""
-    wu = (w * u).sum(-1, keepdim=True)
-    m = -1.0 + nn.functional.softplus(wu)
-    w_norm_sq = (w * w).sum(-1, keepdim=True).clamp_min(1e-12)
-    return u + (m - wu) * w / w_norm_sq
-
-
-def planar_flow_batched(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """K planar layers with per-example parameters.
-
-    ``z`` (*B, d); ``u``, ``w`` (*B, K, d) or (K, d); ``b`` (*B, K) or (K,).
-    Returns ``(z_K, logdet)`` with logdet of shape (*B,). ``u`` is applied as given.
-    """
-    logdet = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
-    for k in range(u.shape[-2]):
-        uk, wk, bk = u[..., k, :], w[..., k, :], b[..., k]
-        a = (wk * z).sum(-1) + bk
-        t = torch.tanh(a)
-        psi_u = (1.0 - t * t) * (wk * uk).sum(-1)
-        logdet = logdet + torch.log(torch.abs(1.0 + psi_u) + 1e-12)
-        z = z + uk * t.unsqueeze(-1)
-    return z, logdet
+__all__ = ["PlanarPosterior", "planar_u_hat"]
 
 
 class PlanarPosterior(nn.Module):
