@@ -10,6 +10,7 @@ the VAE file there has no format tag.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +300,20 @@ def test_a_failed_save_leaves_the_previous_file_and_no_temporary(tmp_path, monke
         _save(family, tmp_path, seed=10)  # another model: other bytes
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == [path.name]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_model_files_and_checkpoints_get_the_mode_open_would_give(tmp_path):
+    """mkstemp makes 0600 files; a model or checkpoint must be as readable as any file the
+    user writes (0666 less the umask), not private to its writer."""
+    from dgm_ext.train import atomic_save
+
+    old = os.umask(0o022)
+    try:
+        atomic_save({"a": 1}, tmp_path / "a.pt")
+        os.umask(0o077)
+        atomic_save({"a": 1}, tmp_path / "b.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.pt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.pt").stat().st_mode) == 0o600

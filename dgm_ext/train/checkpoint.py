@@ -38,6 +38,15 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _readable_like_open(fd: int) -> None:
+    """Give a ``mkstemp`` file (always 0600) the mode ``open()`` would: 0666 less the umask,
+    so a saved model or checkpoint is as readable as any other file the user writes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    with contextlib.suppress(OSError, AttributeError):  # no fchmod on some platforms
+        os.fchmod(fd, 0o666 & ~mask)
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``.
 
@@ -47,6 +56,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _readable_like_open(fd)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -81,6 +91,7 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Copy ``src`` to ``dst`` atomically (temp file in ``dst``'s folder + fsync + rename)."""
     dst = Path(dst)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    _readable_like_open(fd)
     try:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
             shutil.copyfileobj(inp, out, 1 << 20)
