@@ -149,8 +149,13 @@ def test_config_errors_name_the_field():
         GANConfig(penalty="r1")
     with pytest.raises(ValueError, match=r"GANConfig\.critic_steps"):
         GANConfig(critic_steps=0)
-    with pytest.raises(ValueError, match="image_shape"):
-        GANConfig(arch="dcgan", image_shape=(1, 28, 28))
+    GANConfig(arch="dcgan", image_shape=(1, 28, 28))  # any square size with a factor 2
+    for bad in ((3, 30, 31), (3, 15, 15), (28, 28)):
+        with pytest.raises(ValueError, match="image_shape"):
+            GANConfig(arch="dcgan", image_shape=bad)
+    for bad in (1, -1, True):
+        with pytest.raises(ValueError, match=r"GANConfig\.num_classes"):
+            GANConfig(num_classes=bad)
 
 
 def test_save_load_roundtrip_with_and_without_ema(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,7 +35,13 @@ from dgm_ext.gan.losses import (
     r1_penalty,
     w1_estimate,
 )
-from dgm_ext.gan.models import DCGANCritic, DCGANGenerator, MLPDiscriminator, MLPGenerator
+from dgm_ext.gan.models import (
+    DCGANCritic,
+    DCGANGenerator,
+    MLPDiscriminator,
+    MLPGenerator,
+    dcgan_levels,
+)
 from dgm_ext.ops import resolve_ops
 from dgm_ext.persistence import GAN_FORMAT, read, read_family, write_model_file
 
@@ -76,6 +83,7 @@ class GANConfig:
     spectral_norm: bool = False
     dropout: float = 0.3
     sync_batchnorm: bool = False
+    num_classes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,6 +101,16 @@ class GANConfig:
             raise ValueError(f"GANConfig.penalty_weight must be >= 0, got {self.penalty_weight!r}")
         if self.penalty is not None and self.penalty_weight == 0:
             raise ValueError(f"GANConfig.penalty={self.penalty!r} needs penalty_weight > 0")
+        if (
+            isinstance(self.num_classes, bool)
+            or not isinstance(self.num_classes, int)
+            or self.num_classes < 0
+            or self.num_classes == 1
+        ):
+            raise ValueError(
+                f"GANConfig.num_classes must be 0 (unconditional) or an int >= 2, got "
+                f"{self.num_classes!r}"
+            )
         for name in ("z_dim", "critic_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -102,13 +120,16 @@ class GANConfig:
                 raise ValueError(f"GANConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"GANConfig.betas must be two numbers in [0, 1), got {self.betas}")
-        if self.arch == "dcgan" and (
-            len(self.image_shape) != 3 or self.image_shape[1:] != (32, 32)
-        ):
-            raise ValueError(
-                f"GANConfig.image_shape must be (C, 32, 32) for arch='dcgan', got "
-                f"{self.image_shape}"
-            )
+        if self.arch == "dcgan":
+            if len(self.image_shape) != 3 or self.image_shape[1] != self.image_shape[2]:
+                raise ValueError(
+                    f"GANConfig.image_shape must be (C, S, S) for arch='dcgan', got "
+                    f"{self.image_shape}"
+                )
+            try:
+                dcgan_levels(self.image_shape[1])
+            except ValueError as exc:
+                raise ValueError(f"GANConfig.image_shape {self.image_shape}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples as lists)."""
@@ -124,13 +145,13 @@ def build_networks(config: GANConfig) -> tuple[nn.Module, nn.Module]:
         for s in config.image_shape:
             n *= s
         return (
-            MLPGenerator(config.z_dim, config.image_shape),
-            MLPDiscriminator(n, config.dropout),
+            MLPGenerator(config.z_dim, config.image_shape, config.num_classes),
+            MLPDiscriminator(n, config.dropout, config.num_classes),
         )
-    channels = config.image_shape[0]
+    channels, size = config.image_shape[0], config.image_shape[1]
     return (
-        DCGANGenerator(config.z_dim, config.width, channels),
-        DCGANCritic(config.width, channels, config.spectral_norm),
+        DCGANGenerator(config.z_dim, config.width, channels, size, config.num_classes),
+        DCGANCritic(config.width, channels, config.spectral_norm, size, config.num_classes),
     )
 
 
@@ -184,21 +205,25 @@ class GAN(nn.Module):
         """One critic step, and a generator step every ``critic_steps`` steps."""
         c = self.config
         real = self.to_model_space(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        y = self._batch_labels(batch, real.shape[0])
         if c.sync_batchnorm and real.device.type == "cpu" and _distributed():
             raise ValueError(
                 "GANConfig.sync_batchnorm=True needs CUDA devices under torchrun (PyTorch's "
                 "SyncBatchNorm does not run on the CPU); use sync_batchnorm=False with gloo"
             )
         opt_critic, opt_generator = ctx.optimizers
+        # a class-conditional GAN generates the batch's own labels (same class balance as the
+        # data; GP interpolates pairs of one class); critic and generator see the labels
+        critic = self.critic if y is None else partial(self.critic, y=y)
         with torch.no_grad():
-            fake = self.generator(self.sample_z(real.shape[0], real))
-        real_out, fake_out = self.critic(real), self.critic(fake)
+            fake = self._generate(self.sample_z(real.shape[0], real), y)
+        real_out, fake_out = critic(real), critic(fake)
         loss = critic_loss(c.loss, real_out, fake_out, ops=self.ops)
         out = {"critic_loss": loss.detach(), self.metric_name: self._metric(real_out, fake_out)}
         if c.penalty == "r1":
-            pen = r1_penalty(self.critic, real, c.penalty_weight)
+            pen = r1_penalty(critic, real, c.penalty_weight)
         elif c.penalty == "gp":
-            pen = gradient_penalty(self.critic, real, fake, c.penalty_weight)
+            pen = gradient_penalty(critic, real, fake, c.penalty_weight)
         else:
             pen = None
         if pen is not None:
@@ -208,13 +233,53 @@ class GAN(nn.Module):
         if (ctx.global_step + 1) % c.critic_steps == 0:
             self.critic.requires_grad_(False)  # the generator step needs no critic gradients
             try:
-                fake = self.generator(self.sample_z(real.shape[0], real))
-                g_loss = generator_loss(c.loss, self.critic(fake), ops=self.ops)
+                fake = self._generate(self.sample_z(real.shape[0], real), y)
+                g_loss = generator_loss(c.loss, critic(fake), ops=self.ops)
                 ctx.step(opt_generator, g_loss, name="generator loss")
             finally:
                 self.critic.requires_grad_(True)
             out["generator_loss"] = g_loss.detach()
         return out
+
+    def _generate(self, z: Tensor, y: Tensor | None) -> Tensor:
+        return self.generator(z) if y is None else self.generator(z, y)
+
+    def _batch_labels(self, batch: Any, n: int) -> Tensor | None:
+        """The batch's class labels for a class-conditional GAN (None otherwise)."""
+        if not self.config.num_classes:
+            return None
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError(
+                f"a class-conditional GAN (num_classes={self.config.num_classes}) trains on "
+                "(images, labels) batches; the data set yields images only"
+            )
+        y = batch[1].long()
+        if y.shape != (n,) or bool((y < 0).any()) or bool((y >= self.config.num_classes).any()):
+            raise ValueError(
+                f"labels must be {n} class indices in [0, {self.config.num_classes}), got "
+                f"shape {tuple(y.shape)} with values in [{int(y.min())}, {int(y.max())}]"
+            )
+        return y
+
+    def labels_for(
+        self, n: int, labels: int | Tensor | None, generator: torch.Generator | None = None
+    ) -> Tensor | None:
+        """``n`` labels for sampling: ``None`` → uniform over the classes (from
+        ``generator``), an int → that class, a tensor → as given (``(n,)``)."""
+        k = self.config.num_classes
+        if not k:
+            if labels is not None:
+                raise ValueError("labels: this GAN is not class-conditional (num_classes=0)")
+            return None
+        dev = next(self.generator.parameters()).device
+        if labels is None:
+            gen_dev = generator.device if generator is not None else dev
+            return torch.randint(k, (n,), generator=generator, device=gen_dev).to(dev)
+        y = torch.full((n,), labels, dtype=torch.long) if isinstance(labels, int) else labels
+        y = torch.as_tensor(y, dtype=torch.long).to(dev)
+        if y.shape != (n,) or bool((y < 0).any()) or bool((y >= k).any()):
+            raise ValueError(f"labels must be {n} class indices in [0, {k}), got {labels!r}")
+        return y
 
     # -- sampling --------------------------------------------------------------------------
     def sample_z(
@@ -227,23 +292,33 @@ class GAN(nn.Module):
         )
 
     @torch.no_grad()
-    def decode(self, z: Tensor) -> Tensor:
-        """Images in [0, 1] from latent codes, the generator in eval mode (BatchNorm uses its
-        running statistics); the generator's train/eval mode is restored afterwards."""
+    def decode(self, z: Tensor, labels: int | Tensor | None = None) -> Tensor:
+        """Images in [0, 1] from latent codes (and class labels, for a class-conditional GAN:
+        see :meth:`labels_for`), the generator in eval mode (BatchNorm uses its running
+        statistics); the generator's train/eval mode is restored afterwards."""
+        y = self.labels_for(z.shape[0], labels) if self.config.num_classes else None
         was = self.generator.training
         self.generator.eval()
         try:
-            return self.to_image_space(self.generator(z))
+            return self.to_image_space(self._generate(z, y))
         finally:
             self.generator.train(was)
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None, batch_size: int = 1000
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        batch_size: int = 1000,
+        labels: int | Tensor | None = None,
     ) -> Tensor:
-        """``n`` images ``(n, C, H, W)`` in [0, 1] (see :meth:`decode`), on the CPU."""
+        """``n`` images ``(n, C, H, W)`` in [0, 1] (see :meth:`decode`), on the CPU. A
+        class-conditional GAN draws ``labels`` (None: uniform; an int: that class; or one
+        label per image)."""
         z = self.sample_z(n, generator=generator)  # one draw: the result ignores batch_size
-        parts = [self.decode(zb).cpu() for zb in z.split(batch_size)]
+        y = self.labels_for(n, labels, generator)
+        ys = y.split(batch_size) if y is not None else [None] * len(z.split(batch_size))
+        parts = [self.decode(zb, yb).cpu() for zb, yb in zip(z.split(batch_size), ys, strict=True)]
         return torch.cat(parts) if parts else torch.empty(0, *self.config.image_shape)
 
     @staticmethod
