@@ -14,6 +14,7 @@ channel) and :func:`channel_mask` (the first half of the channels), each with it
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +24,7 @@ __all__ = [
     "AffineCoupling",
     "ConvCouplingNet",
     "MLPCouplingNet",
+    "MaskedMLPCouplingNet",
     "channel_mask",
     "checkerboard_mask",
     "squeeze",
@@ -80,6 +82,59 @@ class MLPCouplingNet(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         s, t = self.net(x).chunk(2, dim=1)
         return s, t
+
+
+class MaskedMLPCouplingNet(nn.Module):
+    """The MLP of a coupling on flat inputs that computes only what the coupling uses: it
+    reads the ``K`` kept entries of ``mask`` (1 = kept, shape ``(D,)``) and returns ``s_raw``
+    and ``t`` for the ``D - K`` transformed ones: ``K -> hidden -> hidden -> 2(D - K)``, ReLU,
+    last layer zero-initialised.
+
+    It is :class:`MLPCouplingNet` over the masked input with the rows and columns that only
+    ever meet zeros removed: the masked input's zeros contribute nothing to the first layer,
+    and the ``s, t`` of kept entries are discarded by the coupling. A checkerboard coupling on
+    784 pixels thus does 2/3 of the matrix products of the full MLP (392-1024-1024-784 instead
+    of 784-1024-1024-1568). A state dict of the full layout (files written before) is
+    converted on load (the weights of the kept columns and transformed rows are taken)."""
+
+    def __init__(self, mask: Tensor, hidden: int = 1024) -> None:
+        super().__init__()
+        if mask.dim() != 1 or not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError(f"mask must be a 0/1 vector, got shape {tuple(mask.shape)}")
+        kept = torch.nonzero(mask, as_tuple=True)[0]
+        moved = torch.nonzero(mask == 0, as_tuple=True)[0]
+        if len(kept) == 0 or len(moved) == 0:
+            raise ValueError("mask must keep some entries and transform others")
+        self.dim = mask.numel()
+        self.register_buffer("kept", kept, persistent=False)
+        self.register_buffer("moved", moved, persistent=False)
+        self.net = nn.Sequential(
+            nn.Linear(len(kept), hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 2 * len(moved)),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        self._register_load_state_dict_pre_hook(self._from_full_layout)
+
+    def forward(self, x_kept: Tensor) -> tuple[Tensor, Tensor]:
+        """``(N, K)`` kept entries → ``(s_raw, t)``, each ``(N, D - K)``."""
+        s, t = self.net(x_kept).chunk(2, dim=1)
+        return s, t
+
+    def _from_full_layout(self, state: dict, prefix: str, *args: Any) -> None:
+        """Take the used part of an :class:`MLPCouplingNet`-layout state dict."""
+        first = state.get(prefix + "net.0.weight")
+        if first is None or first.shape[1] != self.dim:
+            return  # already the compact layout (or missing: load_state_dict reports it)
+        state[prefix + "net.0.weight"] = first[:, self.kept.to(first.device)]
+        rows = torch.cat([self.moved, self.dim + self.moved])
+        for name in ("net.4.weight", "net.4.bias"):
+            if prefix + name in state:
+                full = state[prefix + name]
+                state[prefix + name] = full[rows.to(full.device)]
 
 
 class _ResidualBlock(nn.Module):
@@ -142,12 +197,26 @@ class AffineCoupling(nn.Module):
         self.scale = nn.Parameter(torch.ones(channels, 1, 1)) if learn_scale else None
 
     def _st(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if isinstance(self.net, MaskedMLPCouplingNet):
+            return self._st_gathered(x)
         kept = x * self.mask
         s_raw, t = self.net(kept, self.mask) if x.ndim == 4 else self.net(kept)
         s = torch.tanh(s_raw)
         if self.scale is not None:
             s = self.scale * s
         return s, t
+
+    def _st_gathered(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``s, t`` from the kept entries only, scattered to full rows (zero where kept, where
+        the coupling does not use them)."""
+        net = self.net
+        s_moved, t = net(x.index_select(1, net.kept))
+        s_moved = torch.tanh(s_moved)
+        if self.scale is not None:
+            s_moved = self.scale.reshape(()) * s_moved
+        full = x.new_zeros(2, x.shape[0], x.shape[1])
+        full = full.index_copy(2, net.moved, torch.stack([s_moved, t]))
+        return full[0], full[1]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         s, t = self._st(x)

@@ -4,7 +4,9 @@ convolutional model, behind the dequantisation/logit front end of :class:`ImageF
 * :class:`MLPRealNVP`: flattened images; ``couplings`` affine couplings whose masks are a
   checkerboard over the image alternating with its complement; each coupling net is an MLP
   ``D -> hidden -> hidden -> 2D`` (ReLU, last layer zero-initialised) with log-scale
-  ``tanh(h)`` (realnvp-mnist, SPEC §3: 8 couplings, hidden 1024).
+  ``tanh(h)`` (realnvp-mnist, SPEC §3: 8 couplings, hidden 1024), computed as
+  :class:`~dgm_ext.flows.coupling.MaskedMLPCouplingNet`: only the kept half goes in and only
+  the transformed half's ``s, t`` come out (the same function, 2/3 of the matrix products).
 * :class:`MultiScaleRealNVP`: per scale, 3 checkerboard couplings, a squeeze, 3 channel
   couplings and a factor-out of half the channels (which go straight to the base); the last
   scale has 4 checkerboard couplings. Coupling nets are residual conv nets
@@ -32,7 +34,7 @@ from dgm_ext.flows.base import Flow
 from dgm_ext.flows.coupling import (
     AffineCoupling,
     ConvCouplingNet,
-    MLPCouplingNet,
+    MaskedMLPCouplingNet,
     channel_mask,
     checkerboard_mask,
     squeeze,
@@ -83,11 +85,9 @@ class MLPRealNVP(Flow):
         h, w = self.event_shape[-2:] if len(self.event_shape) >= 2 else (1, self.event_shape[0])
         dims = math.prod(self.event_shape)
         base = checkerboard_mask(h, w).expand(*self.event_shape[:-2], h, w).reshape(dims)
+        masks = [base if k % 2 == 0 else 1.0 - base for k in range(couplings)]
         self.layers = nn.ModuleList(
-            AffineCoupling(
-                base if k % 2 == 0 else 1.0 - base, MLPCouplingNet(dims, hidden), ops=self.ops
-            )
-            for k in range(couplings)
+            AffineCoupling(m, MaskedMLPCouplingNet(m, hidden), ops=self.ops) for m in masks
         )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
