@@ -34,17 +34,31 @@ def manifold_grid(n: int = 20, lo: float = 0.05, hi: float = 0.95) -> Tensor:
 
 
 @torch.no_grad()
-def manifold_images(model: VAE, n: int = 20, lo: float = 0.05, hi: float = 0.95) -> Tensor:
-    """Decoder means on the ``manifold_grid``; needs ``latent_dim == 2``."""
+def manifold_images(
+    model: VAE,
+    n: int = 20,
+    lo: float = 0.05,
+    hi: float = 0.95,
+    labels: int | Tensor | None = None,
+) -> Tensor:
+    """Decoder means on the ``manifold_grid``; needs ``latent_dim == 2``. A class-conditional
+    VAE decodes the grid for ``labels`` (an int: one class; see ``VAE.sample``)."""
     if model.latent_dim != 2:
         raise ValueError(f"model: the manifold plot needs latent_dim 2, got {model.latent_dim}")
-    return model.sample(z=manifold_grid(n, lo, hi))
+    return model.sample(z=manifold_grid(n, lo, hi), labels=labels)
 
 
 @torch.no_grad()
-def encode_means(model: VAE, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """Encoder means ``(N, L)``."""
-    out = [model.encode(images[i : i + batch_size])[0] for i in range(0, len(images), batch_size)]
+def encode_means(
+    model: VAE, images: Tensor, batch_size: int = 1000, labels: Tensor | None = None
+) -> Tensor:
+    """Encoder means ``(N, L)`` (of q(z | x, y) with the images' ``labels``, if conditional)."""
+    out = [
+        model.encode(
+            images[i : i + batch_size], None if labels is None else labels[i : i + batch_size]
+        )[0]
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(out).cpu()
 
 

@@ -1,4 +1,11 @@
-"""The VAE model: encoder, decoder, likelihood, optional planar-flow posterior."""
+"""The VAE model: encoder, decoder, likelihood, optional planar-flow posterior.
+
+With ``VAEConfig.num_classes`` K >= 2 the VAE is class-conditional (CVAE, Sohn et al. 2015):
+the label enters the encoder and the decoder, q(z | x, y) and p(x | z, y), with the prior
+N(0, I) kept unconditional; its ELBO and importance-sampled likelihood bound log p(x | y).
+Training takes the labels from the ``(images, labels)`` batch; ``sample(n, labels=...)``
+draws images of the requested classes.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +40,9 @@ class VAEConfig:
     (``categories`` bins). ``binarize``: ``"threshold"`` to binarise grey inputs for the
     Bernoulli likelihood. ``decoder_shift``: added to the ``mlp-deep`` decoder output.
     ``flow_length`` > 0 adds a planar-flow posterior with that many layers.
+    ``num_classes``: 0 (unconditional) or K >= 2 for a class-conditional VAE (labels one-hot
+    into encoder and decoder, see :mod:`dgm_ext.vae.networks`); an amortised flow then reads
+    the encoder features, which see the label, so the flow is conditional too.
     """
 
     arch: str = "mlp"
@@ -44,6 +54,7 @@ class VAEConfig:
     decoder_shift: float = 0.0
     flow_length: int = 0
     flow_amortized: bool = True
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -52,6 +63,19 @@ class VAEConfig:
             raise ValueError(f"latent_dim must be a positive integer, got {self.latent_dim!r}")
         if self.flow_length < 0:
             raise ValueError(f"flow_length must be >= 0, got {self.flow_length}")
+        k = self.num_classes
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k == 1:
+            raise ValueError(
+                f"num_classes must be 0 (unconditional) or an int >= 2, got {self.num_classes!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as saved: ``num_classes`` only when conditional, so an unconditional
+        model's file holds the config earlier versions wrote (and can read)."""
+        d = dataclasses.asdict(self)
+        if not self.num_classes:
+            del d["num_classes"]
+        return d
 
 
 class VAE(nn.Module):
@@ -59,7 +83,10 @@ class VAE(nn.Module):
 
     Implements the trainer protocol: ``training_step`` / ``validation_step`` take a batch
     ``(images, labels)`` (or images) with images in [0, 1] and return scalar metrics with
-    ``loss`` = mean negative ELBO in nats per example.
+    ``loss`` = mean negative ELBO in nats per example. A class-conditional VAE
+    (``num_classes`` > 0) needs the labels: from the batch when training, as ``labels`` (one
+    class index per example, or an int for all) in ``encode``, ``decode``, ``elbo_terms``,
+    ``log_weights``, ``forward``, ``sample`` and ``reconstruct``.
     """
 
     def __init__(self, config: VAEConfig, ops: ModuleType | str | None = None) -> None:
@@ -68,13 +95,15 @@ class VAE(nn.Module):
         self.likelihood: Likelihood = make_likelihood(
             config.likelihood, NUM_PIXELS, config.categories, config.binarize
         )
-        self.encoder = make_encoder(config.arch, config.latent_dim, config.hidden)
+        k = config.num_classes
+        self.encoder = make_encoder(config.arch, config.latent_dim, config.hidden, num_classes=k)
         self.decoder = make_decoder(
             config.arch,
             config.latent_dim,
             self.likelihood.n_params,
             config.hidden,
             config.decoder_shift,
+            num_classes=k,
         )
         self.flow: PlanarPosterior | None = None
         if config.flow_length > 0:
@@ -102,24 +131,94 @@ class VAE(nn.Module):
         return self.config.latent_dim
 
     @property
+    def num_classes(self) -> int:
+        """Number of classes K of a class-conditional VAE (0: unconditional)."""
+        return self.config.num_classes
+
+    @property
     def device(self) -> torch.device:
         """Device of the parameters."""
         return next(self.parameters()).device
+
+    # -- labels ------------------------------------------------------------------------
+    def check_labels(self, labels: int | Tensor | None, n: int) -> Tensor | None:
+        """``n`` labels as int64 on the model's device (an int: that class for all), or
+        ``None`` for an unconditional VAE; one-line ``ValueError`` for missing labels, labels
+        given to an unconditional VAE, or labels of the wrong shape or out of range."""
+        k = self.config.num_classes
+        if not k:
+            if labels is not None:
+                raise ValueError("labels: this VAE is not class-conditional (num_classes=0)")
+            return None
+        if labels is None:
+            raise ValueError(
+                f"labels: this VAE is class-conditional (num_classes={k}); pass one class "
+                "index per example"
+            )
+        if isinstance(labels, bool) or not isinstance(labels, (int, Tensor)):
+            raise ValueError(f"labels must be an int or a tensor of class indices, got {labels!r}")
+        if isinstance(labels, int):
+            labels = torch.full((n,), labels, dtype=torch.long)
+        y = labels.to(self.device, torch.long)
+        bad = y.shape != (n,) or bool(((y < 0) | (y >= k)).any())  # one device sync
+        if bad:
+            values = f"values in [{int(y.min())}, {int(y.max())}]" if y.numel() else "no values"
+            raise ValueError(
+                f"labels must be {n} class indices in [0, {k}), got shape {tuple(y.shape)} "
+                f"with {values}"
+            )
+        return y
+
+    def labels_for(
+        self, n: int, labels: int | Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor | None:
+        """``n`` labels for sampling: ``None`` → uniform over the classes (from
+        ``generator``), an int → that class, a tensor → as given (``(n,)``); ``None`` for an
+        unconditional VAE."""
+        k = self.config.num_classes
+        if k and labels is None:
+            dev = generator.device if generator is not None else self.device
+            labels = torch.randint(k, (n,), generator=generator, device=dev)
+        return self.check_labels(labels, n)
+
+    def batch_labels(self, batch: Tensor | tuple | list, n: int) -> Tensor | None:
+        """The labels of a training batch for a class-conditional VAE (``None`` otherwise)."""
+        if not self.config.num_classes:
+            return None
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError(
+                f"a class-conditional VAE (num_classes={self.config.num_classes}) trains on "
+                "(images, labels) batches; the data set yields images only"
+            )
+        return self.check_labels(batch[1], n)
 
     # -- pieces ------------------------------------------------------------------------
     def prepare(self, images: Tensor) -> Tensor:
         """Likelihood targets ``(B, 784)`` from images in [0, 1]."""
         return self.likelihood.prepare(images.to(self.device))
 
-    def encode(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(mu, logvar, h)`` of q(z_0|x) for images in [0, 1] (or int64 levels 0..255)."""
+    def encode(
+        self, images: Tensor, labels: int | Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(mu, logvar, h)`` of q(z_0|x) (q(z_0|x, y) with ``labels``) for images in [0, 1]
+        (or int64 levels 0..255)."""
+        return self._encode(images, self.check_labels(labels, images.shape[0]))
+
+    def decode(self, z: Tensor, labels: int | Tensor | None = None) -> Tensor:
+        """Raw likelihood parameters ``(*B, P, 784)`` of p(x|z) (p(x|z, y) with ``labels``,
+        one per example of the batch dimension ``B``, shared by leading sample dimensions)."""
+        n = z.shape[-2] if z.dim() >= 2 else 1
+        return self._decode(z, self.check_labels(labels, n))
+
+    def _encode(self, images: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         if not images.is_floating_point():
             images = images.to(torch.float32) / 255.0
-        return self.encoder(images.to(self.device, torch.float32))
+        images = images.to(self.device, torch.float32)
+        # unconditional networks are called as before (and user encoders need no y)
+        return self.encoder(images) if y is None else self.encoder(images, y)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Raw likelihood parameters ``(*B, P, 784)``."""
-        return self.decoder(z)
+    def _decode(self, z: Tensor, y: Tensor | None) -> Tensor:
+        return self.decoder(z) if y is None else self.decoder(z, y)
 
     def log_prior(self, z: Tensor) -> Tensor:
         """log N(z; 0, I) summed over the latent dimension."""
@@ -146,32 +245,45 @@ class VAE(nn.Module):
         return z, log_q
 
     # -- objective ---------------------------------------------------------------------
-    def elbo_terms(self, images: Tensor, x: Tensor | None = None) -> dict[str, Tensor]:
+    def elbo_terms(
+        self, images: Tensor, x: Tensor | None = None, labels: int | Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Per-example ``elbo``, ``rec`` (log p(x|z)) and ``kl`` with one posterior sample.
 
         The KL is analytic (``ops.kl_normal_std``) without a flow and the single-sample
-        estimate ``log q(z_K|x) − log p(z_K)`` with one.
+        estimate ``log q(z_K|x) − log p(z_K)`` with one. A class-conditional VAE needs
+        ``labels``: the terms are then those of log p(x | y).
         """
         ops = self.ops
+        y = self.check_labels(labels, images.shape[0])
         if x is None:
             x = self.prepare(images)
-        mu, logvar, h = self.encode(images)
+        mu, logvar, h = self._encode(images, y)
         if self.flow is None:
             z = ops.reparameterize(mu, logvar, torch.randn_like(mu))
             kl = ops.kl_normal_std(mu, logvar)
         else:
             z, log_q = self.sample_posterior(mu, logvar, h)
             kl = log_q - self.log_prior(z)
-        rec = self.likelihood.log_prob(self.decode(z), x, ops)
+        rec = self.likelihood.log_prob(self._decode(z, y), x, ops)
         return {"elbo": rec - kl, "rec": rec, "kl": kl}
 
-    def log_weights(self, images: Tensor, n_samples: int, x: Tensor | None = None) -> Tensor:
-        """Importance log-weights ``log p(x|z) + log p(z) − log q(z|x)``, shape ``(S, B)``."""
+    def log_weights(
+        self,
+        images: Tensor,
+        n_samples: int,
+        x: Tensor | None = None,
+        labels: int | Tensor | None = None,
+    ) -> Tensor:
+        """Importance log-weights ``log p(x|z) + log p(z) − log q(z|x)``, shape ``(S, B)``
+        (``log p(x|z, y) + log p(z) − log q(z|x, y)`` with the ``labels`` of a conditional VAE).
+        """
+        y = self.check_labels(labels, images.shape[0])
         if x is None:
             x = self.prepare(images)
-        mu, logvar, h = self.encode(images)
+        mu, logvar, h = self._encode(images, y)
         z, log_q = self.sample_posterior(mu, logvar, h, n_samples)
-        rec = self.likelihood.log_prob(self.decode(z), x, self.ops)
+        rec = self.likelihood.log_prob(self._decode(z, y), x, self.ops)
         return rec + self.log_prior(z) - log_q
 
     def bits_per_dim(self, nll: Tensor | float) -> Tensor | float:
@@ -189,7 +301,7 @@ class VAE(nn.Module):
 
     def _step(self, batch: Tensor | tuple | list) -> dict[str, Tensor]:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        t = self.elbo_terms(images)
+        t = self.elbo_terms(images, labels=self.batch_labels(batch, images.shape[0]))
         elbo = t["elbo"].mean()
         return {
             "loss": -elbo,
@@ -208,27 +320,46 @@ class VAE(nn.Module):
         with torch.no_grad():
             return self._step(batch)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Per-example ELBO of a batch of images in [0, 1]."""
-        return self.elbo_terms(images)["elbo"]
+    def forward(self, images: Tensor, labels: int | Tensor | None = None) -> Tensor:
+        """Per-example ELBO of a batch of images in [0, 1] (given ``labels``, if conditional)."""
+        return self.elbo_terms(images, labels=labels)["elbo"]
 
     # -- generation --------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int | None = None, z: Tensor | None = None, mean: bool = True) -> Tensor:
-        """Images ``(N, 1, 28, 28)`` from the prior: decoder means or likelihood samples."""
+    def sample(
+        self,
+        n: int | None = None,
+        z: Tensor | None = None,
+        mean: bool = True,
+        labels: int | Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Images ``(N, 1, 28, 28)`` from the prior: decoder means or likelihood samples.
+
+        A class-conditional VAE draws images of ``labels`` (see :meth:`labels_for`: ``None``
+        → uniform over the classes, an int → that class, or one label per image); ``z`` and
+        uniform labels are drawn from ``generator`` when given.
+        """
         if z is None:
             if n is None:
                 raise ValueError("sample needs n or z")
-            z = torch.randn(n, self.latent_dim, device=self.device)
-        out = self.decode(z.to(self.device))
+            dev = generator.device if generator is not None else self.device
+            z = torch.randn(n, self.latent_dim, device=dev, generator=generator)
+        z = z.to(self.device)
+        if self.num_classes:
+            z = z.reshape(-1, self.latent_dim)  # one label per row
+        y = self.labels_for(len(z) if z.dim() > 1 else 1, labels, generator)
+        out = self._decode(z, y)
         img = self.likelihood.mean(out) if mean else self.likelihood.sample(out)
         return img.reshape(-1, 1, 28, 28)
 
     @torch.no_grad()
-    def reconstruct(self, images: Tensor) -> Tensor:
-        """Decoder means at the encoder means, ``(N, 1, 28, 28)``."""
-        mu, _, _ = self.encode(images)
-        return self.likelihood.mean(self.decode(mu)).reshape(-1, 1, 28, 28)
+    def reconstruct(self, images: Tensor, labels: int | Tensor | None = None) -> Tensor:
+        """Decoder means at the encoder means, ``(N, 1, 28, 28)`` (given ``labels``, if
+        conditional: encoder and decoder see the same labels)."""
+        y = self.check_labels(labels, images.shape[0])
+        mu, _, _ = self._encode(images, y)
+        return self.likelihood.mean(self._decode(mu, y)).reshape(-1, 1, 28, 28)
 
 
 def build_vae(ops: ModuleType | str | None = None, **kwargs: object) -> VAE:
@@ -237,10 +368,10 @@ def build_vae(ops: ModuleType | str | None = None, **kwargs: object) -> VAE:
 
 
 def save_vae(model: VAE, path: str | Path) -> Path:
-    """Save config and weights to ``path`` (format ``dgm_ext.vae/1``, written atomically)."""
-    return write_model_file(
-        path, VAE_FORMAT, dataclasses.asdict(model.config), state_dict=model.state_dict()
-    )
+    """Save config and weights to ``path`` (format ``dgm_ext.vae/1``, written atomically).
+
+    ``num_classes`` is saved for a class-conditional VAE only (see ``VAEConfig.to_dict``)."""
+    return write_model_file(path, VAE_FORMAT, model.config.to_dict(), state_dict=model.state_dict())
 
 
 def vae_from_blob(blob: dict[str, Any], ops: ModuleType | str | None = None) -> VAE:
