@@ -2,8 +2,9 @@
 
 ``DATA`` is the library's data root, read once when the test session starts (tests later
 point ``$DGM_EXT_DATA`` elsewhere with ``monkeypatch``): ``$DGM_EXT_DATA``, else the
-documented default (:func:`dgm_ext.data.files.data_root`). A test that needs a data set
-calls :func:`require` (or carries :data:`needs_mnist` / :data:`needs_fashion`): it is
+documented default (:func:`dgm_ext.data.files.data_root`). A relative ``$DGM_EXT_DATA`` is
+made absolute (against the folder pytest starts in) for the whole session. A test that needs
+a data set calls :func:`require` (or carries :data:`needs_mnist` / :data:`needs_fashion`): it is
 skipped, with the reason, when the files are missing, unless ``$DGM_EXT_REQUIRE_DATA`` is
 set (CI sets it), in which case it fails: a CI run cannot pass with a data test skipped.
 """
@@ -18,6 +19,11 @@ import pytest
 from dgm_ext.data import DatasetNotFoundError, find_mnist_files
 from dgm_ext.data.files import data_root
 
+_env = os.environ.get("DGM_EXT_DATA")
+if _env and not Path(_env).expanduser().is_absolute():
+    # tests and README snippets run in temporary folders: a relative data folder (CI passes
+    # ../shared/data) means the one seen from where pytest was started
+    os.environ["DGM_EXT_DATA"] = str(Path(_env).expanduser().resolve())
 DATA: Path = data_root()
 REQUIRED = os.environ.get("DGM_EXT_REQUIRE_DATA", "").strip().lower() in ("1", "true", "yes")
 
