@@ -10,6 +10,8 @@ import json
 import math
 from typing import Any
 
+from dgm_ext._cli_options import add_trainer_options, trainer_options
+
 __all__ = ["add_train_parser", "cmd_train_realnvp", "eval_realnvp"]
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
@@ -43,9 +45,7 @@ def add_train_parser(
     p.add_argument("--epochs", type=int, default=17)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument(
-        "--grad-clip", type=float, default=5.0, help="max gradient norm (default 5; 0: off)"
-    )
+    add_trainer_options(p, grad_clip=5.0)
     p.add_argument("--train-size", type=int, default=None, help="use the first N train images")
     p.add_argument("--val-size", type=int, default=None, help="use the first N val images")
     add_compile(p)
@@ -108,8 +108,7 @@ def cmd_train_realnvp(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
-    if not (math.isfinite(args.grad_clip) and args.grad_clip >= 0):
-        raise ValueError(f"--grad-clip must be a finite number >= 0 (0: off), got {args.grad_clip}")
+    trainer = trainer_options(args)
     if not 0.0 <= config.alpha < 0.5:
         raise ValueError(f"--alpha must be in [0, 0.5), got {config.alpha}")
     out = check_run_dir(args.out if args.out is not None else default_run_dir("realnvp"))
@@ -129,6 +128,7 @@ def cmd_train_realnvp(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         compile=args.compile,
         verify=not args.no_verify,
+        trainer=trainer,
     )
     training = FlowTraining(
         ctx,
@@ -137,7 +137,7 @@ def cmd_train_realnvp(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        grad_clip=args.grad_clip if args.grad_clip > 0 else None,
+        grad_clip=trainer["grad_clip"],
         grids_at=grid_epochs(args.epochs),
         title=f"RealNVP {args.arch}, {args.dataset}",
     )

@@ -12,6 +12,9 @@ Subcommands::
                                         a GAN generator (generator.pt or a train-gan run), of
                                         a folder of images or of a data split (mnist:train);
                                         a trainer checkpoint with the config beside it
+    dgm-ext eval A B [options]          FID/KID/IS/precision/recall of A against B: folders
+                                        of images, data splits, models, statistics files
+    dgm-ext sample MODEL --n N --out D  a model's samples as PNG files and an .npz
     dgm-ext reproduce NAME [--quick]    run an experiment of SPEC §3 end to end
     dgm-ext list                        list the reproducible experiments
 
@@ -24,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+
+from dgm_ext._cli_options import add_trainer_options, trainer_options
 
 __all__ = ["build_parser", "main"]
 
@@ -144,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--train-size", type=int, default=None, help="use the first N train images")
     vae.add_argument("--val-size", type=int, default=None, help="use the first N val images")
     vae.add_argument("--k", type=int, default=0, help="also report test log p(x) with K samples")
+    add_trainer_options(vae)
     _add_compile(vae)
 
     gan = tsub.add_parser("gan", help="train a GAN", epilog=_RESUME_HELP)
@@ -174,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="SyncBatchNorm in the generator (torchrun on GPUs: global batch statistics)",
     )
     gan.add_argument("--ema", type=float, default=None, help="generator EMA decay")
+    gan.add_argument(
+        "--conditional",
+        action="store_true",
+        help="class-conditional GAN: labels into the generator (conditional BatchNorm) and "
+        "the critic (projection discriminator)",
+    )
+    add_trainer_options(gan)
     gan.add_argument("--epochs", type=int, default=10)
     gan.add_argument("--batch-size", type=int, default=64)
     gan.add_argument("--train-size", type=int, default=None, help="use the first N images")
@@ -242,19 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "eval",
-        help="evaluate a VAE checkpoint, a folder of images or a data split",
+        help="evaluate a model, or compare image folders, data splits, models and statistics",
         epilog=_EVAL_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(ev, progress=False)
     ev.add_argument(
         "checkpoint",
-        metavar="SOURCE",
+        metavar="A",
         help="model.pt (VAE or RealNVP) written by train/reproduce (or its run folder), a GAN "
         "generator.pt (or its train-gan run folder), a training checkpoint "
         "(checkpoints/last.pt: its weights with the model config found in its run folder), a "
-        "folder of PNG/JPEG images, or a data split NAME:SPLIT (mnist, fashion-mnist, "
-        "cifar10; e.g. mnist:train)",
+        "folder of PNG/JPEG/WebP images (subfolders included), a data split NAME:SPLIT "
+        "(mnist, fashion-mnist, cifar10; e.g. mnist:train) or, with B, an .npz of (mu, sigma)",
+    )
+    ev.add_argument(
+        "reference",
+        metavar="B",
+        nargs="?",
+        default=None,
+        help="compare A with B (the reference: the 'real' set of precision/recall): a folder, "
+        "a data split, a model or an .npz of (mu, sigma); default: --dataset's --split",
     )
     ev.add_argument(
         "--split",
@@ -265,31 +287,92 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--metrics",
         default=None,
-        help="comma-separated subset of fid,kid,is (default for images and data splits: all "
-        "three; for a VAE checkpoint: none)",
+        help="comma-separated subset of fid,kid,is,precision,recall,density,coverage; prdc "
+        "names the last four (default for images, data splits and B: fid,kid,is; for a "
+        "model alone: none)",
     )
-    ev.add_argument("--n", type=int, default=10_000, help="images compared (default 10000)")
+    ev.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="use the first N images of each folder or data split (default: all; a message "
+        "says when fewer are used than exist) and N samples of a model (default 10000)",
+    )
     ev.add_argument(
         "--dataset",
         default=None,
         choices=["mnist", "fashion-mnist", "cifar10"],
-        help="reference data set (default: the source's, else mnist for 1-channel images and "
-        "cifar10 for RGB); 1-channel images use its classifier as the feature network",
+        help="reference data set and feature network (default: the sources', else mnist for "
+        "grey 28x28 images and cifar10 for the rest): mnist and fashion-mnist use their "
+        "classifier, cifar10 the FID Inception-v3",
     )
     ev.add_argument("--ref-stats", default=None, help="FID against this .npz (mu, sigma)")
-    ev.add_argument("--save-stats", default=None, help="write the images' (mu, sigma) .npz")
+    ev.add_argument("--save-stats", default=None, help="write A's (mu, sigma) as pytorch-fid .npz")
     ev.add_argument(
         "--inception-weights",
         default=None,
         help="FID Inception weights file for RGB images (default $DGM_EXT_INCEPTION_WEIGHTS)",
     )
+    ev.add_argument(
+        "--resize",
+        default="pytorch-fid",
+        choices=["pytorch-fid", "tf", "clean"],
+        help="how images are resized to the feature network's input (recorded with the "
+        "result): pytorch-fid (bilinear, default), tf (TensorFlow 1 bilinear, as "
+        "torch-fidelity and the original FID code), clean (PIL bicubic, as clean-fid)",
+    )
+    ev.add_argument(
+        "--device",
+        default=None,
+        help="device of the feature network, and of a model sampled as A or B (default: cpu)",
+    )
+    ev.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes decoding image files (default: min(4, CPU cores); 0: none)",
+    )
+    ev.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor write cached features of folders and data splits",
+    )
     ev.add_argument("--kid-subsets", type=int, default=100)
     ev.add_argument("--kid-subset-size", type=int, default=1000)
+    ev.add_argument(
+        "--nearest-k", type=int, default=3, help="k of precision/recall/density/coverage"
+    )
     ev.add_argument("--variant", default=None, choices=["grey", "static", "dynamic", "levels"])
     ev.add_argument("--k", type=int, default=200, help="importance samples (default 200)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
-    ev.add_argument("--batch-size", type=int, default=100)
+    ev.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per batch (default: 50 for features, 100 for log p(x))",
+    )
     ev.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+
+    sa = sub.add_parser(
+        "sample",
+        help="write a model's samples as PNG files and an .npz (planar flows: a CSV)",
+        description="Draw --n samples of a trained model into --out: PNG files 000000.png, "
+        "... and samples.npz (key 'images', float32 (N, C, H, W) in [0, 1]) for image models "
+        "(VAE decoder means, GAN, RealNVP), samples.csv (x, y) and samples.npz (key "
+        "'points') for a planar flow. The PNG files are 8-bit: what any FID tool reads.",
+    )
+    _add_common(sa, data=False, data_seed=False, progress=False)
+    sa.add_argument("model", metavar="MODEL", help="model file or run folder (as eval)")
+    sa.add_argument("--n", type=int, required=True, help="number of samples")
+    sa.add_argument("--out", required=True, help="folder to write (created; must be empty)")
+    sa.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="scale of the latent draws z ~ N(0, T^2 I) (default 1)",
+    )
+    sa.add_argument("--device", default=None, help="sampling device (default: cpu)")
+    sa.add_argument("--batch-size", type=int, default=500, help="samples per batch")
 
     rep = sub.add_parser("reproduce", help="run an experiment of SPEC §3", epilog=_RESUME_HELP)
     _add_common(rep)
@@ -366,7 +449,6 @@ def _check_counts(args: argparse.Namespace, **lows: int) -> None:
 
 def _check_rates(args: argparse.Namespace, *names: str) -> None:
     """Refuse learning rates that are not finite numbers > 0."""
-    import math
 
     for name in names:
         v = getattr(args, name)
@@ -423,6 +505,7 @@ def _cmd_train_vae(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         compile=args.compile,
         verify=not args.no_verify,
+        trainer=trainer_options(args),
     )
     train, val, test = load_splits(ctx, variant, args.train_size, args.val_size, None)
     prepare_run_dir(out, args.fresh)  # the data is there: now the run folder
@@ -473,7 +556,9 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
         width=args.width,
         spectral_norm=args.spectral_norm,
         sync_batchnorm=args.sync_bn,
+        num_classes=10 if args.conditional else 0,  # MNIST, Fashion-MNIST, CIFAR-10
     )  # validates before any data is loaded
+    trainer = trainer_options(args, default_step=False)
     _check_counts(args, epochs=1, metrics_every=0, n=2, batch_size=1, train_size=1)
     if args.ema is not None and not 0 < args.ema < 1:
         raise ValueError(f"--ema must be in (0, 1), got {args.ema}")
@@ -501,6 +586,7 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
     ctx = RunContext(
         name="train-gan", out=out, seed=args.seed, data_root=args.data_root, ops=args.ops,
         progress=not args.no_progress, device=args.device, fresh=args.fresh, verify=verify,
+        trainer=trainer,
     )  # fmt: skip
     training = GANTraining(
         ctx, GAN(config, ops=args.ops), out, epochs=args.epochs, batch_size=args.batch_size,
@@ -522,7 +608,6 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_planar(args: argparse.Namespace) -> int:
-    import math
 
     import torch
 
@@ -598,28 +683,35 @@ def _cmd_train_planar(args: argparse.Namespace) -> int:
 
 
 _EVAL_HELP = """\
-sample quality (--metrics fid,kid,is): N images (--n, default 10000) from the source are
-compared with the first N images of the reference split (--split) of --dataset, or with
---ref-stats for FID. Feature networks: 1-channel 28x28 images use the library's classifier of
-the data set (trained and cached on first use; 128-d 'penultimate' layer), RGB images the FID
-Inception-v3 (2048-d pool3) from --inception-weights. Numbers from different feature networks
-are not comparable.
+sample quality (--metrics fid,kid,is,prdc): A is compared with B, or, without B, with the
+--split of --dataset (or --ref-stats for FID). Folders are read recursively (PNG, JPEG, WebP;
+any sizes; grey and colour converted to the feature network's channels; undecodable files
+skipped with a warning and counted); all images are used unless --n says otherwise. Feature
+networks: grey 28x28 images and MNIST-like data sets use the library's classifier of the data
+set (128-d 'penultimate' layer), everything else the FID Inception-v3 (2048-d pool3) from
+--inception-weights. --resize picks the resize convention (recorded with the result). Features
+of folders and data splits are cached by content: an evaluation against the same reference
+again costs only the new images. Numbers from different feature networks or resize
+conventions are not comparable.
 
 examples:
-  dgm-ext eval mnist:train --metrics fid,kid,is        # the floor: train vs test images
+  dgm-ext eval mnist:train --metrics fid,kid,is --n 10000   # the floor: train vs test images
+  dgm-ext eval samples/ cifar10:train --inception-weights pt_inception-2015-12-05-6726825d.pth
+  dgm-ext eval samples/ real/ --metrics fid,prdc --device cuda --workers 8
   dgm-ext eval runs/vae-elbo --metrics fid --n 10000   # ELBO and FID of 10000 samples
   dgm-ext eval runs/gan/generator.pt --metrics fid,kid # a GAN's samples (default: all three)
   dgm-ext eval runs/realnvp --split test               # test bits/dim of a RealNVP
-  dgm-ext eval samples/ --dataset cifar10 --inception-weights pt_inception-2015-12-05.pth
 """
 
 _DATASETS = ("mnist", "fashion-mnist", "cifar10")
+_MODEL_SAMPLES = 10_000  # samples drawn from a model when --n is not given
+_FEATURE_BATCH = 50  # pytorch-fid's default batch for feature passes
 
 # the end of every message about a SOURCE that eval cannot read
 _EVAL_TAKES = (
     "eval takes a model.pt written by train vae, train realnvp or reproduce, a GAN "
-    "generator.pt, the run folder holding one, a folder of images, or a data split such as "
-    "mnist:test"
+    "generator.pt, the run folder holding one, a folder of images, a data split such as "
+    "mnist:test, or (as A or B of two) an .npz of statistics"
 )
 
 
@@ -633,7 +725,7 @@ def _data_spec(source: str) -> tuple[str, str] | None:
     return name, split
 
 
-def _split_images(dataset: str, split: str, root: str | None, n: int, verify: bool = True):
+def _split_images(dataset: str, split: str, root: str | None, n: int | None, verify: bool = True):
     from dgm_ext.data import load_cifar10, load_mnist
 
     if dataset == "cifar10":
@@ -641,46 +733,220 @@ def _split_images(dataset: str, split: str, root: str | None, n: int, verify: bo
     else:
         fashion = dataset == "fashion-mnist"
         data = load_mnist(split, "grey", root=root, fashion=fashion, verify=verify)
-    return data.images[:n]
+    return data.images if n is None else data.images[:n]
 
 
-def _sample_quality(args: argparse.Namespace, images, dataset: str | None) -> dict:
+class _Source:
+    """One side of a comparison: a folder, a data split, model samples or a statistics file.
+
+    ``channels`` (1 or 3) and ``dataset`` hint at the feature network."""
+
+    def __init__(self, kind: str, label: str, **kw) -> None:
+        self.kind, self.label = kind, label
+        self.path: Path | None = kw.get("path")
+        self.dataset: str | None = kw.get("dataset")
+        self.split: str | None = kw.get("split")
+        self.images = kw.get("images")
+        self.channels: int | None = kw.get("channels")
+
+
+def _read_model(path: Path, ops: str, planar: bool = False) -> tuple[str, object, dict]:
+    """(kind, model, about) of a model file; one-line errors for other files."""
+    from dgm_ext._model_files import describe, file_kind, read_model_file
+
+    try:
+        blob = read_model_file(path)  # one line for files that are not ours, no torch advice
+    except ValueError as exc:
+        raise ValueError(f"{exc}; {_EVAL_TAKES}") from None
+    kind = file_kind(blob)
+    if kind == "checkpoint":
+        return _from_checkpoint(path, blob, ops)
+    if kind in ("vae", "gan", "realnvp"):
+        return kind, _load_model(path, kind, ops), {"checkpoint": str(path)}
+    if kind == "planar" and planar:
+        from dgm_ext.flows import load_planar
+
+        return kind, load_planar(path, ops=ops), {"checkpoint": str(path)}
+    raise ValueError(f"{path} is {describe(blob)}, not a model eval reads; {_EVAL_TAKES}")
+
+
+def _model_samples(
+    kind: str, model, n: int, *, temperature: float = 1.0, batch_size: int = 500, device=None
+):
+    """``n`` images (N, C, H, W) in [0, 1] on the CPU from a VAE (decoder means), GAN or
+    RealNVP, latent draws z ~ N(0, T^2 I)."""
+    import torch
+
+    if device is not None:
+        model.to(device)
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            k = min(batch_size, n - i)
+            if kind == "gan":
+                x = model.decode(model.sample_z(k) * temperature)
+            elif kind == "vae":
+                z = torch.randn(k, model.latent_dim, device=model.device) * temperature
+                x = model.sample(z=z).clamp(0, 1)
+            else:  # realnvp
+                x = model.sample_images(k, temperature)
+            parts.append(x.detach().float().cpu())
+    return torch.cat(parts)
+
+
+def _resolve_source(args: argparse.Namespace, text: str) -> _Source:
+    """What ``text`` (A or B of eval) names; model files are sampled here (--n, --seed)."""
+    from dgm_ext.metrics.folder import peek_image
+
+    spec = _data_spec(text)
+    if spec is not None:
+        ch = 3 if spec[0] == "cifar10" else 1
+        return _Source("split", text, dataset=spec[0], split=spec[1], channels=ch)
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder; {_EVAL_TAKES}")
+    if path.is_file() and path.suffix.lower() == ".npz":
+        return _Source("stats", text, path=path)
+    model_path = _model_file(path)
+    if model_path is None:
+        c, h, w = peek_image(path)
+        ch = 1 if c == 1 and (h, w) == (28, 28) else 3
+        return _Source("folder", text, path=path, channels=ch)
+    import torch
+
+    kind, model, _ = _read_model(model_path, args.ops)
+    n = args.n if args.n is not None else _MODEL_SAMPLES
+    torch.manual_seed(args.seed)
+    images = _model_samples(kind, model, n, device=args.device)
+    label = f"{text} ({n} samples, seed {args.seed})"
+    return _Source("images", label, images=images, channels=int(images.shape[1]))
+
+
+def _feature_space(args: argparse.Namespace, sources: list[_Source], dataset: str | None):
+    """The feature network: --dataset, else the sources' data set, else by channels."""
     from dgm_ext.metrics import evaluate as ev
 
-    metrics = ev.parse_metrics(args.metrics if args.metrics is not None else ev.METRICS)
-    if args.n < 2:
-        raise ValueError(f"--n must be at least 2, got {args.n}")
-    images = images[: args.n]
-    channels = int(images.shape[1])
+    hints = [s.channels for s in sources if s.channels is not None]
+    channels = 3 if 3 in hints else 1 if hints else 3
     if args.dataset is not None:
         dataset = args.dataset
     elif dataset is None:
+        dataset = next((s.dataset for s in sources if s.dataset), None)
+    if dataset is None:
         dataset = "cifar10" if channels == 3 else "mnist"
-    if channels == 1:
-        if dataset == "cifar10":
-            raise ValueError("1-channel images cannot be compared with cifar10")
-        space = ev.mnist_feature_space(dataset, root=args.data_root)
-    else:
-        space = ev.inception_feature_space(args.inception_weights)
-    reference = None
-    if args.ref_stats is None or "kid" in metrics:
-        reference = _split_images(
-            dataset, args.split, args.data_root, args.n, verify=not args.no_verify
+    if dataset == "cifar10":
+        return ev.inception_feature_space(args.inception_weights, device=args.device), dataset
+    return ev.mnist_feature_space(dataset, root=args.data_root, device=args.device), dataset
+
+
+def _features(args: argparse.Namespace, src: _Source, space, notes: list[str], probs: bool):
+    """Features of a source (cached for folders and splits unless --no-cache); class
+    probabilities with ``probs`` (for IS)."""
+    from dgm_ext.metrics.features import folder_features, tensor_features
+
+    common = {"resize": args.resize, "batch_size": args.feature_batch_size, "probs": probs}
+    if src.kind == "folder":
+        fs = folder_features(
+            src.path, space, n=args.n, workers=args.workers, cache=not args.no_cache,
+            label=src.label, **common,
+        )  # fmt: skip
+        used = fs.n + len(fs.skipped)
+    elif src.kind == "split":
+        images = _split_images(
+            src.dataset, src.split, args.data_root, None, verify=not args.no_verify
         )
-    res = ev.sample_quality(
-        images,
-        space,
-        reference,
-        ref_stats=args.ref_stats,
-        metrics=metrics,
-        kid_subsets=args.kid_subsets,
-        kid_subset_size=args.kid_subset_size,
-        save_stats_to=args.save_stats,
+        avail = int(images.shape[0])
+        images = images[: args.n] if args.n is not None else images
+        fs = tensor_features(
+            images, space, label=src.label, n_available=avail, cache=not args.no_cache, **common
+        )
+        used = fs.n
+    else:
+        return tensor_features(src.images, space, label=src.label, **common)
+    if fs.n_available is not None and used < fs.n_available:
+        note = f"using {used} of the {fs.n_available} images of {src.label} (--n {args.n})"
+        print(f"dgm-ext: {note}", file=sys.stderr)
+        notes.append(note)
+    return fs
+
+
+def _quality(
+    args: argparse.Namespace, a: _Source, b: _Source | None, dataset: str | None = None
+) -> dict:
+    """The metrics (--metrics, default fid,kid,is) of A against B, or against --dataset's
+    --split (or --ref-stats for FID) when B is None."""
+    from dgm_ext.metrics import evaluate as ev
+    from dgm_ext.metrics.features import compare, feature_statistics_blocked
+    from dgm_ext.metrics.frechet import frechet_distance_from_stats
+    from dgm_ext.metrics.stats import load_stats, save_stats
+
+    metrics = ev.parse_metrics(args.metrics if args.metrics is not None else ev.METRICS)
+    ref_stats = args.ref_stats
+    if a.kind == "stats":  # FID is symmetric: the statistics file is the reference
+        if b is None:
+            raise ValueError(f"{a.label} is a statistics file: compare it with B")
+        a, b, ref_stats = b, None, str(a.path)
+    if b is not None and b.kind == "stats":
+        b, ref_stats = None, str(b.path)
+    needs_features = [m for m in metrics if m != "is" and not (m == "fid" and ref_stats)]
+    if needs_features and b is None and args.reference is not None:
+        raise ValueError(
+            f"{', '.join(needs_features)} need(s) the reference's features; a statistics file "
+            "holds only mu and sigma (pass the reference's images or data split)"
+        )
+    if a.kind == "stats":  # two statistics files: FID without any network
+        if metrics != ("fid",):
+            raise ValueError("two statistics files give FID only (--metrics fid)")
+        mu1, s1 = load_stats(a.path)
+        mu2, s2 = load_stats(ref_stats)
+        fid = frechet_distance_from_stats(mu1, s1, mu2, s2)
+        return {"source": a.label, "ref_stats": ref_stats, "fid": fid}
+    if b is None and needs_features:
+        ds = args.dataset or a.dataset or dataset
+        if ds is None:
+            ds = "cifar10" if a.channels == 3 else "mnist"
+        ch = 3 if ds == "cifar10" else 1
+        b = _Source("split", f"{ds}:{args.split}", dataset=ds, split=args.split, channels=ch)
+    space, _ = _feature_space(args, [s for s in (a, b) if s is not None], dataset)
+    notes: list[str] = []
+    fa = _features(args, a, space, notes, probs="is" in metrics)
+    res: dict = {"source": a.label, "n": fa.n, **ev.describe_space(space, args.resize)}
+    fb = None
+    if b is not None:
+        fb = _features(args, b, space, notes, probs=False)
+        res["reference"], res["n_ref"] = b.label, fb.n
+    for side, fs in (("", fa), ("_ref", fb)):
+        if fs is not None and fs.skipped:
+            res[f"skipped{side}"] = len(fs.skipped)
+            res[f"skipped{side}_files"] = [f"{p}: {why}" for p, why in fs.skipped[:20]]
+        if fs is not None and fs.cached:
+            res[f"cached{side}"] = True
+    if args.save_stats is not None:
+        save_stats(args.save_stats, *feature_statistics_blocked(fa.features))
+    res.update(
+        compare(
+            fa,
+            fb,
+            metrics,
+            ref_stats=ref_stats,
+            kid_subsets=args.kid_subsets,
+            kid_subset_size=args.kid_subset_size,
+            nearest_k=args.nearest_k,
+        )
     )
-    if reference is not None:
-        res["reference"] = f"{dataset}:{args.split}"
-    if res["n"] < args.n:
-        res["note"] = f"only {res['n']} images were available (asked for --n {args.n})"
+    if notes:
+        res["notes"] = notes
+    return res
+
+
+def _sample_quality(args: argparse.Namespace, images, dataset: str | None) -> dict:
+    """FID/KID/IS of a model's ``images`` against --dataset's --split (models' evaluators)."""
+    label = f"{int(images.shape[0])} model samples"
+    ch = int(images.shape[1])
+    src = _Source("images", label, images=images, channels=ch, dataset=dataset)
+    res = _quality(args, src, None, dataset)
+    del res["source"]
     return res
 
 
@@ -689,6 +955,8 @@ def _eval_gan(args: argparse.Namespace, model, about: dict) -> int:
     import torch
 
     torch.manual_seed(args.seed)
+    if args.device is not None:
+        model.to(args.device)
     samples = model.sample(args.n)
     if args.dataset is not None:
         dataset = args.dataset
@@ -739,9 +1007,14 @@ def _eval_vae(args: argparse.Namespace, model, about: dict) -> int:
 
 def _check_eval_options(args: argparse.Namespace) -> None:
     """Refuse bad options before any model or data is loaded."""
+    import os
+
     from dgm_ext.metrics.evaluate import parse_metrics
 
-    _check_counts(args, n=2, k=0, limit=1, batch_size=1, kid_subsets=1, kid_subset_size=1)
+    _check_counts(
+        args, n=2, k=0, limit=1, batch_size=1, kid_subsets=1, kid_subset_size=1, workers=0,
+        nearest_k=1,
+    )  # fmt: skip
     if args.metrics is not None:
         parse_metrics(args.metrics)  # "" or unknown names: refused, not read as "all"
     for flag, value in (("--json", args.json), ("--save-stats", args.save_stats)):
@@ -752,15 +1025,20 @@ def _check_eval_options(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} {value} is a folder; pass a file name")
         if not target.parent.is_dir():
             raise ValueError(f"{flag} {value}: the folder {target.parent} does not exist")
+    if args.workers is None:
+        args.workers = min(4, os.cpu_count() or 1)
+    args.feature_batch_size = args.batch_size if args.batch_size is not None else _FEATURE_BATCH
+    if args.batch_size is None:
+        args.batch_size = 100  # log p(x) and bits/dim batches
 
 
 def _model_file(source: Path) -> Path | None:
     """The model file ``source`` names: the file itself; in a run folder its generator.pt,
-    model.pt or (training not finished) checkpoints/last.pt; ``None`` for a folder without
-    any of them (a folder of images)."""
+    model.pt, flow.pt or (training not finished) checkpoints/last.pt; ``None`` for a folder
+    without any of them (a folder of images)."""
     if not source.is_dir():
         return source
-    for name in ("generator.pt", "model.pt", "checkpoints/last.pt"):
+    for name in ("generator.pt", "model.pt", "flow.pt", "checkpoints/last.pt"):
         if (source / name).is_file():
             return source / name
     return None
@@ -814,44 +1092,93 @@ def _from_checkpoint(path: Path, blob: dict, ops: str) -> tuple[str, object, dic
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from dgm_ext._cli_realnvp import eval_realnvp
-    from dgm_ext._model_files import describe, file_kind, read_model_file
 
     _check_eval_options(args)
+    if args.reference is not None:  # eval A B: two sources compared
+        a = _resolve_source(args, args.checkpoint)
+        b = _resolve_source(args, args.reference)
+        return _report(_quality(args, a, b), args.json)
     spec = _data_spec(args.checkpoint)
     source = Path(args.checkpoint)
     if spec is None and not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder; {_EVAL_TAKES}")
     path = _model_file(source) if spec is None else None
-    if path is None:
-        if spec is not None:
-            images = _split_images(
-                spec[0], spec[1], args.data_root, args.n, verify=not args.no_verify
-            )
-            dataset = spec[0]
-        else:
-            from dgm_ext.metrics import load_image_folder
-
-            images, dataset = load_image_folder(source, limit=args.n), None
-        res = {"source": args.checkpoint, **_sample_quality(args, images, dataset)}
-        return _report(res, args.json)
-
-    try:
-        blob = read_model_file(path)  # one line for files that are not ours, no torch advice
-    except ValueError as exc:
-        raise ValueError(f"{exc}; {_EVAL_TAKES}") from None
-    kind = file_kind(blob)
-    if kind == "checkpoint":
-        kind, model, about = _from_checkpoint(path, blob, args.ops)
-    elif kind in ("vae", "gan", "realnvp"):
-        model, about = _load_model(path, kind, args.ops), {"checkpoint": str(path)}
-    else:
-        raise ValueError(f"{path} is {describe(blob)}, not a model eval reads; {_EVAL_TAKES}")
-    del blob  # a checkpoint's optimiser state is not needed any more
+    if path is None:  # a folder or a data split against --dataset's --split
+        return _report(_quality(args, _resolve_source(args, args.checkpoint), None), args.json)
+    if source.suffix.lower() == ".npz":
+        raise ValueError(f"{source} is a statistics file: compare it with B (eval A B)")
+    kind, model, about = _read_model(path, args.ops)
+    if args.n is None:
+        args.n = _MODEL_SAMPLES  # samples of the model, and at most that many reference images
     if kind == "gan":
         return _eval_gan(args, model, about)
     if kind == "realnvp":
         return _report(eval_realnvp(args, model, about, _sample_quality), args.json)
     return _eval_vae(args, model, about)
+
+
+def _write_pngs(images, out: Path) -> None:
+    """``images`` (N, C, H, W) in [0, 1] as 8-bit PNG files 000000.png, ... in ``out``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    a = (images.clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+    width = max(6, len(str(len(a) - 1)))
+    for i, img in enumerate(a):
+        if img.shape[0] == 1:
+            pic = Image.fromarray(img[0])
+        else:
+            pic = Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0)))
+        pic.save(out / f"{i:0{width}d}.png")
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    """``dgm-ext sample MODEL --n N --out DIR``: PNG files and an .npz (planar flows: CSV)."""
+
+    import numpy as np
+    import torch
+
+    _check_counts(args, n=1, batch_size=1)
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ValueError(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} exists and is not an empty folder")
+    source = Path(args.model)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    path = _model_file(source)
+    if path is None:
+        raise ValueError(f"{source} holds no generator.pt, model.pt or flow.pt")
+    kind, model, about = _read_model(path, args.ops, planar=True)
+    torch.manual_seed(args.seed)
+    res = {**about, "kind": kind, "n": args.n, "temperature": args.temperature,
+           "seed": args.seed, "out": str(out)}  # fmt: skip
+    if kind == "planar":
+        flow = model.flow.to(args.device) if args.device is not None else model.flow
+        with torch.no_grad():
+            pts = torch.cat(
+                [flow.sample(min(args.batch_size, args.n - i), args.temperature).cpu()
+                 for i in range(0, args.n, args.batch_size)]
+            ).double().numpy()  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        np.savetxt(out / "samples.csv", pts, delimiter=",", header="x,y", comments="")
+        np.savez(out / "samples.npz", points=pts)
+        res["files"] = ["samples.csv", "samples.npz"]
+    else:
+        images = _model_samples(
+            kind, model, args.n, temperature=args.temperature, batch_size=args.batch_size,
+            device=args.device,
+        )  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        _write_pngs(images, out)
+        np.savez(out / "samples.npz", images=images.numpy().astype(np.float32))
+        res["image_shape"] = list(images.shape[1:])
+        res["files"] = f"{args.n} PNG files and samples.npz"
+    (out / "sample.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
+    print(json.dumps(res, indent=2))
+    return 0
 
 
 def _report(res: dict, json_path: str | None) -> int:
@@ -907,8 +1234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         def show_warning(message, category, filename, lineno, file=None, line=None):
             # a data file's warning is about the user's files: one line, no source location
             from dgm_ext.data import ChecksumWarning
+            from dgm_ext.metrics.folder import SkippedImageWarning
 
-            if issubclass(category, ChecksumWarning):
+            if issubclass(category, ChecksumWarning | SkippedImageWarning):
                 print(f"dgm-ext: warning: {message}", file=sys.stderr if file is None else file)
             else:
                 show(message, category, filename, lineno, file, line)
@@ -932,6 +1260,8 @@ def _run(args: argparse.Namespace) -> int:
             return _cmd_train_gan(args) if args.model == "gan" else _cmd_train_vae(args)
         if args.command == "eval":
             return _cmd_eval(args)
+        if args.command == "sample":
+            return _cmd_sample(args)
         return _cmd_reproduce(args)
     except (ValueError, TypeError, OSError) as exc:  # OSError: FileNotFoundError and the like
         print(f"dgm-ext: error: {exc}", file=sys.stderr)

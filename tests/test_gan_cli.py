@@ -79,7 +79,8 @@ def test_train_gan_then_eval_its_generator(projection, tmp_path, capsys):
         (["--ema", "1.5"], "--ema must be in"),
         (["--epochs", "0"], "--epochs must be >= 1"),
         (["--critic-steps", "0"], "critic_steps"),
-        (["--arch", "dcgan"], "image_shape"),
+        (["--precision", "16"], "need the Trainer's default step"),  # the GAN steps itself
+        (["--lr-schedule", "step"], "needs lr_step_size"),
     ],
 )
 def test_train_gan_bad_options_are_clear_errors(projection, tmp_path, capsys, extra, message):

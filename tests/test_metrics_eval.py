@@ -106,7 +106,9 @@ def test_save_stats_round_trip(spaces, tmp_path, capsys):
 
 
 def test_rgb_images_use_inception(spaces, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "_split_images", lambda d, s, r, n, **kw: torch.rand(n, 3, 28, 28))
+    monkeypatch.setattr(
+        cli, "_split_images", lambda d, s, r, n, **kw: torch.rand(20 if n is None else n, 3, 28, 28)
+    )
     folder = tmp_path / "rgb"
     folder.mkdir()
     rng = np.random.default_rng(0)

@@ -44,7 +44,10 @@ class RunContext:
     included; ``None``: eager) turns on the trainer's compiled step. ``fresh`` asks
     :func:`run_experiment` to move an existing run directory aside instead of resuming the
     training runs inside it. ``verify=False`` (``--no-verify``) uses data files whose md5 is
-    not the published one, with a :class:`~dgm_ext.data.files.ChecksumWarning`.
+    not the published one, with a :class:`~dgm_ext.data.files.ChecksumWarning`. ``trainer``:
+    further ``TrainerConfig`` settings for every training of the run (``grad_clip``,
+    ``lr_schedule``, ``warmup_steps``, ``precision``, ``accumulate_grad_batches``, ...),
+    applied over the experiment's own.
     """
 
     name: str
@@ -65,6 +68,7 @@ class RunContext:
     compile: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     verify: bool = True
+    trainer: dict[str, Any] = field(default_factory=dict)
 
     def compile_options(self) -> dict[str, Any]:
         """``TrainerConfig`` keywords for :attr:`compile`."""

@@ -29,7 +29,8 @@ class TrainingRun:
     """One training run of ``model`` in ``run_dir`` (resumed when it holds a checkpoint).
 
     ``lr``, ``grad_clip``, ``ema_decay`` and ``patience`` go to the ``TrainerConfig``
-    (``lr=None``: the trainer's default, for models that configure their own optimisers);
+    (``lr=None``: the trainer's default, for models that configure their own optimisers),
+    then the context's ``trainer`` settings over them;
     ``compile=False`` keeps the context's ``--compile`` out (models with their own
     ``train_step``); ``callbacks`` are the Trainer callbacks; ``extra`` is recorded in
     ``config.json``. After :meth:`fit`, ``trainer`` and ``rows`` hold the Trainer and its
@@ -66,21 +67,24 @@ class TrainingRun:
         from dgm_ext.train import TrainerConfig
 
         ctx = self.ctx
-        optional = {"lr": self.lr} if self.lr is not None else {}
-        return TrainerConfig(
-            run_dir=str(self.run_dir),
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            grad_clip=self.grad_clip,
-            ema_decay=self.ema_decay,
-            patience=self.patience,
-            seed=ctx.seed,
-            progress=ctx.progress,
-            device=ctx.device,
-            extra=self.extra,
-            **optional,
-            **(ctx.compile_options() if self.compile else {}),
-        )
+        settings: dict[str, Any] = {
+            "run_dir": str(self.run_dir),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "grad_clip": self.grad_clip,
+            "ema_decay": self.ema_decay,
+            "patience": self.patience,
+            "seed": ctx.seed,
+            "progress": ctx.progress,
+            "device": ctx.device,
+            "extra": self.extra,
+        }
+        if self.lr is not None:
+            settings["lr"] = self.lr
+        if self.compile:
+            settings.update(ctx.compile_options())
+        settings.update(ctx.trainer)  # the user's settings (train --grad-clip, ...) win
+        return TrainerConfig(**settings)
 
     def fit(self, train_set: Any, val_set: Any = None) -> list[dict]:
         """Train (resuming ``run_dir`` when it holds a checkpoint); returns the epoch rows."""

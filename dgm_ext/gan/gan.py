@@ -294,9 +294,14 @@ class GAN(nn.Module):
     @torch.no_grad()
     def decode(self, z: Tensor, labels: int | Tensor | None = None) -> Tensor:
         """Images in [0, 1] from latent codes (and class labels, for a class-conditional GAN:
-        see :meth:`labels_for`), the generator in eval mode (BatchNorm uses its running
-        statistics); the generator's train/eval mode is restored afterwards."""
-        y = self.labels_for(z.shape[0], labels) if self.config.num_classes else None
+        see :meth:`labels_for`; ``None`` here cycles through the classes, ``0, 1, ..., k-1,
+        0, ...``, so that a grid shows every class and no random number is drawn), the
+        generator in eval mode (BatchNorm uses its running statistics); the generator's
+        train/eval mode is restored afterwards."""
+        k = self.config.num_classes
+        if k and labels is None:
+            labels = torch.arange(z.shape[0], device=z.device) % k
+        y = self.labels_for(z.shape[0], labels) if k else None
         was = self.generator.training
         self.generator.eval()
         try:
