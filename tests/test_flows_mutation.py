@@ -292,3 +292,14 @@ def test_base_sample_on_the_flows_device_and_dtype() -> None:
     flow = PlanarFlow(2, 1).to(device="meta", dtype=torch.float64)
     z = flow.base_sample(3, 0.5)
     assert (z.shape, z.dtype, z.device.type) == ((3, 2), torch.float64, "meta")
+
+
+def test_standard_normal_log_prob_of_a_batch_of_scalars() -> None:
+    from dgm_ext.flows.base import standard_normal_log_prob
+
+    z = torch.tensor([0.0, 1.0, -2.0], dtype=torch.float64)
+    want = torch.tensor([-0.5 * np.log(2 * np.pi) - 0.5 * v * v for v in (0.0, 1.0, -2.0)])
+    torch.testing.assert_close(standard_normal_log_prob(z), want.double())
+    with pytest.raises(ValueError) as err:
+        standard_normal_log_prob(torch.tensor(1.0))
+    assert str(err.value) == "z must have a batch dimension, got a 0-d tensor"

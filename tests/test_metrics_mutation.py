@@ -152,3 +152,71 @@ def test_inception_head_probabilities_drop_the_bias() -> None:
         torch.testing.assert_close(probs.double(), want, rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(feats.double(), pool3)
         torch.testing.assert_close(net.logits(x).double(), pool3 @ w.T + b, rtol=1e-4, atol=1e-4)
+
+
+def test_psd_tolerance_is_relative_to_the_largest_eigenvalue() -> None:
+    """A covariance may have eigenvalues below 0 by at most 1e-5 × its largest one."""
+    tsp = frechet.trace_sqrt_product
+    # −1 ≥ −1e-5 · 1e6: accepted; Tr √(Σ₁ I) = √1e6 (the negative direction dropped)
+    assert tsp(np.diag([1e6, -1.0]), EYE2) == pytest.approx(1e3, rel=1e-12)
+    # −1e-5 < −1e-5 · 0.01: refused, however small in absolute terms
+    assert _message(tsp, np.diag([0.01, -1e-5]), EYE2) == (
+        "sigma1 is not positive semi-definite: smallest eigenvalue -1e-05, largest 0.01; "
+        "it must be a covariance matrix"
+    )
+
+
+def test_negative_frechet_distance_within_round_off_is_zero() -> None:
+    """Σ = diag(1e4, −1e-5) for both: exactly FD = 2·Tr Σ − 2·Tr √(Σ Σ) = −2e-5 (√ of the
+    negative direction is dropped), inside the round-off bound F·√(F·ε)·s/2 ≈ 4.2e-4 with
+    s = 2·Tr Σ: returned as 0. With −1e-2 instead, −0.02 is beyond it and raises."""
+    mu = np.zeros(2)
+    sigma = np.diag([1e4, -1e-5])
+    assert frechet.frechet_distance_from_stats(mu, sigma, mu, sigma) == 0.0
+    bad = np.diag([1e4, -1e-2])
+    with pytest.raises(ArithmeticError, match=r"^Fréchet distance came out negative \(-0\.02\)"):
+        frechet.frechet_distance_from_stats(mu, bad, mu, bad)
+
+
+def test_stats_checks_name_sigma() -> None:
+    fd = frechet.frechet_distance_from_stats
+    assert _message(fd, [0.0], [["a"]], [0.0], [[1.0]]) == (
+        "sigma1 must be a real numeric array, got dtype <U1"
+    )
+
+
+def test_inception_outputs_argument_errors() -> None:
+    """Checked before the network runs (so no network is needed here)."""
+    from dgm_ext.metrics.inception import inception_outputs
+
+    with pytest.raises(TypeError) as err:
+        inception_outputs(None, [[0.0]])
+    assert str(err.value) == "images must be a tensor or numpy array, got list"
+    assert _message(inception_outputs, None, torch.zeros(2, 1, 8, 8)) == (
+        "expected RGB images of shape (N, 3, H, W), got (2, 1, 8, 8)"
+    )
+    assert _message(inception_outputs, None, np.zeros((2, 3, 8))) == (
+        "expected RGB images of shape (N, 3, H, W), got (2, 3, 8)"
+    )
+    assert _message(inception_outputs, None, torch.zeros(2, 3, 8, 8), 0) == (
+        "batch_size must be >= 1, got 0"
+    )
+    assert _message(inception_outputs, None, torch.full((1, 3, 2, 2), -1.0)) == (
+        "images must be in [0, 1] (got values in [-1, -1]); map samples in [-1, 1] with "
+        "(x + 1) / 2, or pass check_range=False"
+    )
+
+
+def test_mnist_classifier_config_bounds() -> None:
+    """Width, epochs and batch size of 1 and a 1×1 kernel are the smallest settings; below
+    them each is refused naming the setting."""
+    from dgm_ext.metrics.mnist_net import TrainConfig
+
+    cfg = TrainConfig(width=1, epochs=1, batch_size=1, kernel=1)
+    assert (cfg.width, cfg.epochs, cfg.batch_size, cfg.kernel) == (1, 1, 1, 1)
+    for name in ("width", "epochs", "batch_size"):
+        assert _message(TrainConfig, **{name: 0}) == f"{name} must be >= 1, got 0"
+    for kernel in (0, 4):
+        assert _message(TrainConfig, kernel=kernel) == (
+            f"kernel must be a positive odd int, got {kernel}"
+        )
