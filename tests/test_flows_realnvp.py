@@ -539,3 +539,15 @@ def test_mlp_masks_alternate_with_their_complements():
     board = checkerboard_mask(4, 4).reshape(16)
     for k, m in enumerate(masks):
         assert torch.equal(m, board if k % 2 == 0 else 1 - board)
+
+
+def test_dequantize_takes_uint8_pixels():
+    """uint8 is the natural dtype of 8-bit images: 0..255 are accepted (the range check once
+    compared uint8 with 256, which wraps to 0, and refused every uint8 tensor)."""
+    from dgm_ext.flows.image import dequantize
+
+    x = torch.tensor([[0, 17, 255]], dtype=torch.uint8)
+    noise = torch.full((1, 3), 0.5)
+    torch.testing.assert_close(dequantize(x, noise=noise), (x.double() + 0.5).float() / 256)
+    with pytest.raises(ValueError, match=r"x must lie in \[0, 15\], got values in \[0, 255\]"):
+        dequantize(x, levels=16, noise=noise)

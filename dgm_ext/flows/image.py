@@ -53,7 +53,9 @@ def dequantize(x: Tensor, levels: int = 256, noise: Tensor | None = None) -> Ten
             f"x must hold integer pixel levels (uint8/int64, 0..{levels - 1}), got {x.dtype}; "
             "scale grey levels in [0, 1] by the number of levels and round them first"
         )
-    in_range = ((x >= 0) & (x < levels)).all()
+    # uint8 compared with 256 would wrap the bound to 0: compare in a wider integer type
+    wide = x.to(torch.int32) if x.dtype in (torch.uint8, torch.int8) else x
+    in_range = ((wide >= 0) & (wide < levels)).all()
     if torch.compiler.is_compiling():
         # no host read inside a compiled step: checked where the values are (on a GPU, a
         # device-side assertion)
