@@ -164,6 +164,20 @@ class Scripted(Regressor):
         return {"loss": torch.tensor(self.script[self.calls - 1])}
 
 
+class InterruptAt(Regressor):
+    """Raises KeyboardInterrupt (Ctrl-C) at the start of its ``at``-th training step."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def training_step(self, batch):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().training_step(batch)
+
+
 def cfg(tmp_path: Path, **kw) -> TrainerConfig:
     """A TrainerConfig writing to ``tmp_path / "run"`` (no progress bars, batch 16)."""
     kw.setdefault("progress", False)

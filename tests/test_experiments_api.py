@@ -5,20 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from _train_helpers import one_thread  # noqa: F401  (a fixture)
 
 from dgm_ext.experiments import run_experiment
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_experiment_options_are_keywords(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_experiment_options_are_keywords(tmp_path):
     """``--run kl,u4 --steps 30`` of ``dgm-ext reproduce planar-2d`` as keywords."""
     out = tmp_path / "p"
     results = run_experiment("planar-2d", out=out, quick=True, progress=False, k=2, run="kl,u4",

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from _train_helpers import Regressor, cfg, regression_data
+from _train_helpers import InterruptAt, Regressor, cfg, regression_data
 
 from dgm_ext.train import Callback, LambdaCallback, Trainer, load_checkpoint
 
@@ -64,18 +64,6 @@ def test_hooks_are_called_in_order_with_the_epoch_row(tmp_path):
     assert "cb_total" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
 
 
-class _StopAt(Regressor):
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at, self.calls = at, 0
-
-    def training_step(self, batch):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return super().training_step(batch)
-
-
 def test_a_callbacks_state_resumes_exactly(tmp_path):
     data = regression_data()  # 4 steps per epoch
     full = Recorder()
@@ -83,7 +71,7 @@ def test_a_callbacks_state_resumes_exactly(tmp_path):
 
     first = Recorder()
     with pytest.raises(KeyboardInterrupt):
-        Trainer(_StopAt(11), cfg(tmp_path, epochs=4), callbacks=[first]).fit(data)
+        Trainer(InterruptAt(11), cfg(tmp_path, epochs=4), callbacks=[first]).fit(data)
     assert first.epochs_seen == [1, 2]
     saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["callbacks"]
     assert saved["Recorder"]["epochs_seen"] == [1, 2]

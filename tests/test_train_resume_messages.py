@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 import torch
-from _train_helpers import Regressor, cfg, regression_data, subprocess_env
+from _train_helpers import InterruptAt, Regressor, cfg, regression_data, subprocess_env
 from torch import nn
 
 import dgm_ext.train.checkpoint as ckpt_mod
@@ -116,22 +116,10 @@ def test_a_different_model_in_the_run_dir_is_refused_in_one_line(tmp_path):
         Trainer(Renamed(), cfg(tmp_path, epochs=2)).fit(regression_data())
 
 
-class _InterruptAt(Regressor):
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at, self.calls = at, 0
-
-    def training_step(self, batch):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return super().training_step(batch)
-
-
 def test_ctrl_c_reports_where_training_stood_and_the_checkpoint_to_resume(tmp_path):
     data = regression_data()  # 4 steps per epoch
     with pytest.raises(TrainingInterrupted) as e:
-        Trainer(_InterruptAt(7), cfg(tmp_path, epochs=3)).fit(data)
+        Trainer(InterruptAt(7), cfg(tmp_path, epochs=3)).fit(data)
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     assert isinstance(e.value, KeyboardInterrupt)
     assert (e.value.epoch, e.value.step, e.value.batch_in_epoch) == (1, 6, 2)
@@ -142,7 +130,7 @@ def test_ctrl_c_reports_where_training_stood_and_the_checkpoint_to_resume(tmp_pa
     )
     first = r"^interrupted in epoch 1 after 1 of its batches \(step 1\); no checkpoint was "
     with pytest.raises(TrainingInterrupted, match=first + "written yet; rerunning starts over$"):
-        Trainer(_InterruptAt(2), cfg(tmp_path / "b", epochs=3)).fit(data)
+        Trainer(InterruptAt(2), cfg(tmp_path / "b", epochs=3)).fit(data)
 
 
 def test_an_interrupt_inside_a_checkpoint_write_keeps_the_previous_checkpoint(
