@@ -97,6 +97,8 @@ class CheckpointConnector:
                 if bad.is_file():  # keep the unreadable file for inspection, never overwrite it
                     os.rename(bad, unused_path(aside))
             atomic_save(state, last)
+            # from here on last.pt is this state, even if Ctrl-C lands in the copies below
+            self.last_good = (last, t.epoch, t.global_step)
             if improved:
                 atomic_copy(last, t.checkpoint_dir / "best.pt")
             if t.config.keep_last and acc is None:
