@@ -235,6 +235,10 @@ def main(argv: list[str] | None = None) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save(states, args.out)
     if dist.is_initialized():
+        # every rank reaches this point before any tears the group down: a rank that
+        # destroys its gloo group while a peer is still busy (rank 0 saving the states
+        # above) was seen to abort ('terminate called without an active exception') in CI
+        dist.barrier()
         dist.destroy_process_group()
 
 
