@@ -20,6 +20,8 @@ from PIL import Image
 from dgm_ext import cli
 from dgm_ext.metrics import evaluate as ev
 from dgm_ext.metrics import frechet_distance, inception_score, save_stats
+from dgm_ext.recipes import evaluation
+from dgm_ext.recipes.sources import data_spec
 
 
 @pytest.fixture
@@ -107,7 +109,9 @@ def test_save_stats_round_trip(spaces, tmp_path, capsys):
 
 def test_rgb_images_use_inception(spaces, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(
-        cli, "_split_images", lambda d, s, r, n, **kw: torch.rand(20 if n is None else n, 3, 28, 28)
+        evaluation,
+        "split_images",
+        lambda d, s, r, n, **kw: torch.rand(20 if n is None else n, 3, 28, 28),
     )
     folder = tmp_path / "rgb"
     folder.mkdir()
@@ -148,7 +152,7 @@ def test_bad_requests_are_clear(spaces, tmp_path):
             torch.rand(5, 1, 28, 28), projection_space("p", 1), ref_stats=stats, metrics=["fid"]
         )
     with pytest.raises(ValueError, match="data set must be one of"):
-        cli._data_spec("imagenet:train")
+        data_spec("imagenet:train")
     with pytest.raises(ValueError, match=r"holds no \.png"):
         (tmp_path / "empty").mkdir()
         ev.load_image_folder(tmp_path / "empty")
