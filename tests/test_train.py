@@ -64,8 +64,6 @@ def test_model_contract_errors(tmp_path):
 
     with pytest.raises(TypeError, match="'loss'"):
         Trainer(NoLoss(), cfg(tmp_path, epochs=1)).fit(regression_data())
-    with pytest.raises(TypeError, match="not a DataLoader"):
-        Trainer(Regressor(), cfg(tmp_path)).fit(torch.utils.data.DataLoader(regression_data()))
 
 
 def test_adam_and_adamw(tmp_path):

@@ -25,7 +25,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from dgm_ext._console import CONSOLE_DONE
-from dgm_ext.data.dataset import BatchLoader
 
 from . import distributed as parallel
 from .callbacks import Callback
@@ -38,6 +37,7 @@ from .config import TrainerConfig
 from .connector import CheckpointConnector
 from .ema import ModelEMA
 from .guard import NonFiniteLossError, TrainingInterrupted, describe_non_finite, non_finite_message
+from .loaders import IterableBatches, is_map_style, make_loader
 from .optim import build_optimizer, make_adam
 from .records import MetricAccumulator, batch_size_of, epoch_line, to_device, write_metrics
 from .resume import (
@@ -414,15 +414,7 @@ class Trainer:
         fn = getattr(model, "validation_step", None)
         if not callable(fn):
             fn = model.training_step
-        loader = BatchLoader(
-            val_set,
-            self.config.val_batch_size or self.config.batch_size,
-            shuffle=False,
-            rank=self.rank,
-            world_size=self.world_size,
-            num_workers=self.config.num_workers,
-            pad=False,
-        )
+        loader = make_loader(val_set, self.config, self.rank, self.world_size, train=False)
         acc = MetricAccumulator()
         was_training = model.training
         model.eval()
@@ -477,16 +469,17 @@ class Trainer:
             )  # fmt: skip
         return False
 
-    def _run_epoch(self, loader: BatchLoader, val_set: Any) -> None:
+    def _run_epoch(self, loader: Any, val_set: Any) -> None:
         cfg = self.config
         e = self.epoch
         loader.set_epoch(e, start_batch=self.batch_in_epoch)
-        n_batches = len(loader.sampler)
+        n_batches = _num_batches(loader)  # None: a loader without a length
         if n_batches == 0:
+            if isinstance(loader, IterableBatches):
+                raise ValueError("train_set has no batches (its len() is 0)")
             raise ValueError(
-                f"train_set yields no batch per process (size {len(loader.dataset)}, "
-                f"batch_size {cfg.batch_size}, world_size {self.world_size}, "
-                f"drop_last {cfg.drop_last})"
+                f"train_set yields no batch per process (size {len(loader.dataset)}, batch_size "
+                f"{cfg.batch_size}, world_size {self.world_size}, drop_last {cfg.drop_last})"
             )
         if self.batch_in_epoch == 0 or self._acc is None:
             acc, self._epoch_time = MetricAccumulator(), 0.0
@@ -504,14 +497,15 @@ class Trainer:
             dynamic_ncols=True,
         )
         k = cfg.accumulate_grad_batches
-        self._total_steps = total_steps(cfg, -(-n_batches // k))
+        self._total_steps = total_steps(cfg, -(-n_batches // k) if n_batches else 0)
+        seen = self.batch_in_epoch
         t0 = time.perf_counter()
         self.model.train()
         try:
             for batch in loader:
                 # batch i of an accumulation window of n (windows start with the epoch)
                 i = self.batch_in_epoch % k
-                n = min(k, n_batches - (self.batch_in_epoch - i))
+                n = k if n_batches is None else min(k, n_batches - (self.batch_in_epoch - i))
                 if i == 0 and self._scheduled:
                     self._apply_lr_schedule()
                 batch = to_device(batch, self.device)
@@ -533,7 +527,7 @@ class Trainer:
                 if (
                     cfg.checkpoint_every
                     and self.global_step % cfg.checkpoint_every == 0
-                    and self.batch_in_epoch < n_batches
+                    and (n_batches is None or self.batch_in_epoch < n_batches)
                 ):
                     self._epoch_time += time.perf_counter() - t0
                     t0 = time.perf_counter()
@@ -541,6 +535,8 @@ class Trainer:
                     self._checkpoints.save(acc)
         finally:
             bar.close()
+        if self.batch_in_epoch == seen == 0:
+            raise ValueError("train_set yielded no batch in this epoch")
         self._check_deferred()
         row: dict[str, float] = {"epoch": e + 1, "step": self.global_step}
         row.update(acc.reduce("train_", self.world_size, self._comm_device()))
@@ -615,24 +611,38 @@ class Trainer:
             self.run_dir / "config.json", json.dumps(info, indent=2, default=str) + "\n"
         )
 
+    def _check_unsized(self, loader: IterableBatches) -> None:
+        """What needs the number of batches per epoch, refused for loaders without one."""
+        if loader.num_batches is not None:
+            return
+        cfg = self.config
+        if cfg.accumulate_grad_batches > 1:
+            raise ValueError(
+                "accumulate_grad_batches > 1 needs a train_set with a length (the last window "
+                "of an epoch is averaged over its batches); this one has no len()"
+            )
+        if cfg.lr_schedule == "cosine" and cfg.max_steps is None:
+            raise ValueError(
+                "lr_schedule='cosine' over epochs needs a train_set with a length; this one "
+                "has no len(): set TrainerConfig.max_steps"
+            )
+
     # ----------------------------------------------------------------- fit
     def fit(self, train_set: Any, val_set: Any = None) -> list[dict[str, float]]:
         """Train; resumes automatically from ``<run_dir>/checkpoints/last.pt`` if present.
 
-        ``train_set`` / ``val_set`` are map-style datasets (``__len__``/``__getitem__``);
-        :class:`dgm_ext.data.ImageDataset` and ``TensorDataset`` use the fast in-memory path.
-        Returns the per-epoch metrics rows (including those of earlier, resumed sessions).
+        ``train_set`` / ``val_set``: map-style data sets (``__len__``/``__getitem__``;
+        :class:`dgm_ext.data.ImageDataset` and ``TensorDataset`` use the fast in-memory path),
+        batched by the Trainer (resumable order, sharded across ranks), or a ``DataLoader``,
+        an ``IterableDataset`` or any iterable of batches, used as given
+        (:mod:`dgm_ext.train.loaders`). Returns the per-epoch metrics rows (including those of
+        earlier, resumed sessions).
         """
         for name, ds in (("train_set", train_set), ("val_set", val_set)):
-            if ds is None and name == "val_set":
-                continue
-            if isinstance(ds, torch.utils.data.DataLoader):
-                raise TypeError(
-                    f"{name} must be a Dataset, not a DataLoader: the Trainer builds its own "
-                    "batches (config.batch_size) so that data order is resumable"
-                )
-            if not (hasattr(ds, "__len__") and hasattr(ds, "__getitem__")):
-                raise TypeError(f"{name} must be a map-style Dataset, got {type(ds).__name__}")
+            if ds is not None or name == "train_set":
+                make_loader(ds, self.config, 0, 1, train=name == "train_set")  # type check
+        if not is_map_style(train_set):
+            self._check_unsized(make_loader(train_set, self.config, 0, 1, train=True))
         if val_set is not None and not any(
             callable(getattr(self.model, m, None)) for m in ("validation_step", "training_step")
         ):
@@ -659,16 +669,7 @@ class Trainer:
             self._setup_parallel()
             if self.config.compile_step and self._compiled is None:
                 self._build_compiled_step()
-            loader = BatchLoader(
-                train_set,
-                self.config.batch_size,
-                shuffle=True,
-                seed=self.config.seed,
-                drop_last=self.config.drop_last,
-                rank=self.rank,
-                world_size=self.world_size,
-                num_workers=self.config.num_workers,
-            )
+            loader = make_loader(train_set, self.config, self.rank, self.world_size, train=True)
             for cb in self.callbacks:
                 cb.on_fit_start(self)
             try:
@@ -693,6 +694,13 @@ class Trainer:
             if self._owns_process_group and dist.is_initialized():
                 dist.destroy_process_group()
                 self._owns_process_group = False
+
+
+def _num_batches(loader: Any) -> int | None:
+    """Batches per epoch of this process (``None``: a loader without a length)."""
+    if isinstance(loader, IterableBatches):
+        return loader.num_batches
+    return len(loader.sampler)
 
 
 def _is_terminal(stream: Any) -> bool:
