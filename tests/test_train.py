@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import dgm_ext.train.checkpoint as ckpt_mod
-import dgm_ext.train.trainer as trainer_mod
+import dgm_ext.train.records as records_mod
 from dgm_ext.data import ImageDataset
 from dgm_ext.train import (
     ModelEMA,
@@ -127,7 +127,7 @@ def test_device_follows_local_rank(fake_one_gpu, monkeypatch):
 
 # ----------------------------------------------------------------- metrics and files
 def test_metrics_files_config_and_progress(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(trainer_mod, "_is_terminal", lambda stream: True)  # a console
+    monkeypatch.setattr(records_mod, "is_terminal", lambda stream: True)  # a console
     data = regression_data()
     t = Trainer(Regressor(), cfg(tmp_path, epochs=3, progress=True, extra={"note": "x"}))
     hist = t.fit(data, regression_data(32, seed=1))

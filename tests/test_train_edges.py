@@ -16,7 +16,6 @@ from torch import nn
 
 import dgm_ext.train.records as records_mod
 import dgm_ext.train.resume as resume_mod
-import dgm_ext.train.trainer as trainer_mod
 from dgm_ext.train import Trainer, atomic_save, load_checkpoint
 
 
@@ -106,8 +105,8 @@ def test_progress_bar_arguments(tmp_path, monkeypatch):
 
         write = staticmethod(lambda text: None)
 
-    monkeypatch.setattr(trainer_mod, "tqdm", Bar)
-    monkeypatch.setattr(trainer_mod, "_is_terminal", lambda stream: True)
+    monkeypatch.setattr(records_mod, "tqdm", Bar)
+    monkeypatch.setattr(records_mod, "is_terminal", lambda stream: True)
     Trainer(Regressor(), cfg(tmp_path, epochs=2, progress=True)).fit(regression_data())
     assert bars == [
         dict(total=4, initial=0, desc=f"epoch {e}/2", disable=False, leave=False,
@@ -148,7 +147,7 @@ def test_resumed_mid_epoch_bar_starts_at_the_batch_reached(tmp_path, monkeypatch
 
         update = set_postfix = close = lambda self, *a, **k: None
 
-    monkeypatch.setattr(trainer_mod, "tqdm", Bar)
+    monkeypatch.setattr(records_mod, "tqdm", Bar)
     Trainer(Regressor(), cfg(tmp_path, epochs=1)).fit(data)
     assert bars[0]["initial"] == 2 and bars[0]["total"] == 4
 
@@ -208,7 +207,7 @@ def test_progress_bar_shows_the_loss_or_the_first_metric(tmp_path, monkeypatch):
             out = super().training_step(batch)
             return {"mae": out["mae"], "loss": out["loss"]}
 
-    monkeypatch.setattr(trainer_mod, "tqdm", Bar)
+    monkeypatch.setattr(records_mod, "tqdm", Bar)
     Trainer(LossSecond(), cfg(tmp_path, epochs=1, log_every=2)).fit(regression_data())
     assert len(postfixes) == 2  # steps 2 and 4
     for args, kw in postfixes:

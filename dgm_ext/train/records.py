@@ -1,12 +1,15 @@
 """What the Trainer records: per-epoch metric means (batch-size weighted, summed on the
-device without a host sync per step, reduced over ranks), ``metrics.jsonl``/``metrics.csv``
-and the one-line epoch summary."""
+device without a host sync per step, reduced over ranks), ``metrics.jsonl``/``metrics.csv``,
+the run's ``config.json``, the progress bar and the one-line epoch summary (console, log,
+TensorBoard)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,10 +17,25 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from tqdm.auto import tqdm
+
+from dgm_ext._console import CONSOLE_DONE
 
 from .checkpoint import atomic_write_text
 
-__all__ = ["MetricAccumulator", "batch_size_of", "epoch_line", "to_device", "write_metrics"]
+__all__ = [
+    "MetricAccumulator",
+    "batch_size_of",
+    "epoch_line",
+    "is_terminal",
+    "log_epoch",
+    "progress_bar",
+    "to_device",
+    "write_metrics",
+    "write_run_config",
+]
+
+log = logging.getLogger("dgm_ext.train")
 
 
 def batch_size_of(batch: Any) -> int:
@@ -116,3 +134,51 @@ def write_metrics(run_dir: Path, history: Sequence[Mapping[str, Any]]) -> None:
 def epoch_line(row: Mapping[str, Any]) -> str:
     """``epoch=3 step=1200 train_loss=101.2 ...`` (floats to 5 significant digits)."""
     return " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+def write_run_config(
+    run_dir: Path, config: Any, model: torch.nn.Module, world_size: int, device: torch.device
+) -> None:
+    """``run_dir/config.json``: the trainer's settings, the model's class and size, the
+    world size, device and torch version."""
+    info = {
+        "trainer": config.to_dict(),
+        "model": {
+            "class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+        "world_size": world_size,
+        "global_batch_size": config.batch_size * world_size,
+        "device": str(device),
+        "torch_version": torch.__version__,
+    }
+    atomic_write_text(Path(run_dir) / "config.json", json.dumps(info, indent=2, default=str) + "\n")
+
+
+def is_terminal(stream: Any) -> bool:
+    """True when ``stream`` is an interactive terminal (False for files, pipes, None)."""
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def progress_bar(total: int | None, initial: int, desc: str, enabled: bool) -> Any:
+    """The epoch's tqdm bar; drawn only on an interactive stderr (a bar redrawn into a log
+    file is thousands of lines: there, the epoch line only)."""
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True,
+                disable=not (enabled and is_terminal(sys.stderr)))  # fmt: skip
+
+
+def log_epoch(row: dict[str, float], progress: bool, tb: Any = None) -> None:
+    """The epoch's one-line summary: above the progress bar (``progress``), to the
+    ``dgm_ext.train`` logger, and to TensorBoard (``tb``, a SummaryWriter)."""
+    text = epoch_line(row)
+    if progress:
+        tqdm.write(text)
+    log.info(text, extra={CONSOLE_DONE: progress})
+    if tb is not None:
+        for k, v in row.items():
+            if k != "epoch":
+                tb.add_scalar(f"epoch/{k}", v, int(row["epoch"]))
+        tb.flush()

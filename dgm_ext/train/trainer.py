@@ -1,4 +1,4 @@
-"""The training loop: :class:`Trainer` and the :class:`StepContext` of custom steps.
+"""The training loop: :class:`Trainer` (custom steps get a :class:`~.step.StepContext`).
 
 The model contract, the run directory, resume and distributed behaviour are documented in
 :mod:`dgm_ext.train` (the package docstring); checkpoints are written and restored by
@@ -9,10 +9,8 @@ The model contract, the run directory, resume and distributed behaviour are docu
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,14 +20,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
-
-from dgm_ext._console import CONSOLE_DONE
 
 from . import distributed as parallel
 from .callbacks import Callback
 from .checkpoint import (
-    atomic_write_text,
     seed_everything,
 )
 from .compiled import CompiledStep
@@ -39,11 +33,20 @@ from .ema import ModelEMA
 from .guard import NonFiniteLossError, TrainingInterrupted, describe_non_finite, non_finite_message
 from .loaders import IterableBatches, is_map_style, make_loader
 from .optim import build_optimizer, make_adam
-from .records import MetricAccumulator, batch_size_of, epoch_line, to_device, write_metrics
+from .records import (
+    MetricAccumulator,
+    batch_size_of,
+    log_epoch,
+    progress_bar,
+    to_device,
+    write_metrics,
+    write_run_config,
+)
 from .resume import (
     set_aside_earlier_run,
 )
 from .schedule import lr_factor, total_steps
+from .step import StepContext
 
 __all__ = [
     "NonFiniteLossError",
@@ -55,75 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("dgm_ext.train")
-
-
-class StepContext:
-    """What a custom ``train_step(batch, ctx)`` uses to update parameters."""
-
-    def __init__(self, trainer: Trainer) -> None:
-        self._trainer = trainer
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        """The optimisers returned by ``configure_optimizers``, in order."""
-        return self._trainer.optimizers
-
-    @property
-    def global_step(self) -> int:
-        """Number of completed training steps before this one."""
-        return self._trainer.global_step
-
-    @property
-    def epoch(self) -> int:
-        """0-based index of the current epoch."""
-        return self._trainer.epoch
-
-    @property
-    def config(self) -> TrainerConfig:
-        """The trainer's configuration."""
-        return self._trainer.config
-
-    def step(
-        self,
-        optimizer: torch.optim.Optimizer,
-        loss: Tensor,
-        *,
-        name: str = "loss",
-        retain_graph: bool = False,
-    ) -> None:
-        """One update of ``optimizer`` on ``loss``: finite check (raises
-        :class:`NonFiniteLossError`), ``zero_grad``, ``backward``, cross-process gradient
-        averaging, clipping to ``config.grad_clip``, optional gradient check, ``step``."""
-        t = self._trainer
-        t._check_finite(loss, name)
-        optimizer.zero_grad(set_to_none=True)
-        t._backward(loss, retain_graph=retain_graph)
-        self._apply(optimizer, name)
-
-    def _apply(self, optimizer: torch.optim.Optimizer, name: str) -> None:
-        """After the backward pass(es): average over processes, unscale (fp16), clip, check
-        and step; mark the EMA due."""
-        t = self._trainer
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        if t._reduce_grads_manually:
-            t._all_reduce_grads(params)
-        cfg = t.config
-        scaler = t._scaler
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if cfg.grad_clip is not None or cfg.check_grads:
-            max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
-            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            # under fp16 a non-finite gradient is the GradScaler's business: it skips the step
-            if cfg.check_grads and scaler is None:
-                t._check_finite(norm, f"gradient norm of {name}")
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if id(optimizer) in t._ema_optimizers:
-            t._ema_due = True
 
 
 class Trainer:
@@ -487,15 +421,8 @@ class Trainer:
             acc = self._acc
         self._acc = None
         total = f"/{cfg.epochs}" if cfg.epochs is not None else ""
-        bar = tqdm(
-            total=n_batches,
-            initial=self.batch_in_epoch,
-            desc=f"epoch {e + 1}{total}",
-            # a bar redrawn into a log file is thousands of lines: there, the epoch line only
-            disable=not (cfg.progress and self.is_main and _is_terminal(sys.stderr)),
-            leave=False,
-            dynamic_ncols=True,
-        )
+        bar = progress_bar(n_batches, self.batch_in_epoch, f"epoch {e + 1}{total}",
+                           cfg.progress and self.is_main)  # fmt: skip
         k = cfg.accumulate_grad_batches
         self._total_steps = total_steps(cfg, -(-n_batches // k) if n_batches else 0)
         seen = self.batch_in_epoch
@@ -567,7 +494,7 @@ class Trainer:
         self._checkpoints.save(None, improved=improved)
         if self.is_main:
             self._write_metrics()
-            self._log_epoch(row)
+            log_epoch(row, self.config.progress, self._tb)
 
     # -------------------------------------------------------------- logging
     def _log_step(self, out: Mapping[str, Any], bar: Any) -> None:
@@ -581,35 +508,8 @@ class Trainer:
             if self._tb is not None:
                 self._tb.add_scalar(f"step/train_{key}", value, self.global_step)
 
-    def _log_epoch(self, row: dict[str, float]) -> None:
-        text = epoch_line(row)
-        if self.config.progress:
-            tqdm.write(text)
-        log.info(text, extra={CONSOLE_DONE: self.config.progress})
-        if self._tb is not None:
-            for k, v in row.items():
-                if k != "epoch":
-                    self._tb.add_scalar(f"epoch/{k}", v, int(row["epoch"]))
-            self._tb.flush()
-
     def _write_metrics(self) -> None:
         write_metrics(self.run_dir, self.history)
-
-    def _write_config(self) -> None:
-        info = {
-            "trainer": self.config.to_dict(),
-            "model": {
-                "class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
-                "parameters": sum(p.numel() for p in self.model.parameters()),
-            },
-            "world_size": self.world_size,
-            "global_batch_size": self.config.batch_size * self.world_size,
-            "device": str(self.device),
-            "torch_version": torch.__version__,
-        }
-        atomic_write_text(
-            self.run_dir / "config.json", json.dumps(info, indent=2, default=str) + "\n"
-        )
 
     def _check_unsized(self, loader: IterableBatches) -> None:
         """What needs the number of batches per epoch, refused for loaders without one."""
@@ -659,7 +559,8 @@ class Trainer:
                 seed_everything(self.config.seed + self.rank)
             if self.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-                self._write_config()
+                write_run_config(self.run_dir, self.config, self.model, self.world_size,
+                                 self.device)  # fmt: skip
                 if self.history:
                     self._write_metrics()
                 if self.config.tensorboard:
@@ -701,11 +602,3 @@ def _num_batches(loader: Any) -> int | None:
     if isinstance(loader, IterableBatches):
         return loader.num_batches
     return len(loader.sampler)
-
-
-def _is_terminal(stream: Any) -> bool:
-    """True when ``stream`` is an interactive terminal (False for files, pipes, None)."""
-    try:
-        return bool(stream is not None and stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return False
