@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -183,12 +182,3 @@ def cfg(tmp_path: Path, **kw) -> TrainerConfig:
     kw.setdefault("progress", False)
     kw.setdefault("batch_size", 16)
     return TrainerConfig(run_dir=tmp_path / "run", **kw)
-
-
-@pytest.fixture
-def one_thread():
-    """torch on one thread for the test (small models: no thread-pool cost), restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -1,9 +1,10 @@
-"""Suite-wide hooks: data-set requirements (see ``_data.py``)."""
+"""Suite-wide hooks and fixtures: data-set requirements (see ``_data.py``) and ``one_thread``."""
 
 from __future__ import annotations
 
 import _data  # the tests folder is on sys.path (pytest's rootdir-relative import)
 import pytest
+import torch
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -18,3 +19,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for mark in item.iter_markers(name="needs_data"):
         for name in mark.args or ("mnist",):
             _data.require(name)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test, restored after: the tests' tensors are small, and on
+    2 shared CI cores a second thread only adds contention (often several times slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from _train_helpers import one_thread  # noqa: F401  (a fixture)
 
 from dgm_ext.experiments import run_experiment
 

@@ -44,15 +44,6 @@ SPEC_PRESETS = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    """The CLI and the tests set torch's thread count; one thread, restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cli(*args: str) -> int:
     return main(["reproduce", "cifar10-gan", *args, "--threads", "1", "--no-progress"])
 

@@ -27,12 +27,7 @@ WEIGHT = 0.7  # not 1: a penalty step that drops the weight shows
 N = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _expected(

@@ -18,12 +18,7 @@ from dgm_ext.train import NonFiniteLossError, Trainer, TrainerConfig
 DEVICE_ARGS = [] if ON_GPUS else ["--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = 48) -> ImageDataset:

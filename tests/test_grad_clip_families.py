@@ -27,12 +27,7 @@ from dgm_ext.vae import build_vae
 Step = tuple[list[Tensor], list[Tensor]]  # (raw gradients, gradients stepped with)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(family: str) -> tuple[nn.Module, ImageDataset]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _train_helpers import cfg, one_thread  # noqa: F401  (fixture)
+from _train_helpers import cfg
 from torch import nn
 from torch.utils.data import TensorDataset
 

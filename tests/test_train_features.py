@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from _train_helpers import Regressor, cfg, one_thread, regression_data  # noqa: F401
+from _train_helpers import Regressor, cfg, regression_data
 from torch import nn
 
 from dgm_ext import ops

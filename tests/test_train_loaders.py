@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _train_helpers import Regressor, cfg, one_thread, regression_data  # noqa: F401
+from _train_helpers import Regressor, cfg, regression_data
 from torch.utils.data import DataLoader, IterableDataset
 
 from dgm_ext.train import Trainer

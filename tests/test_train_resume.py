@@ -18,13 +18,7 @@ from _train_helpers import Regressor, Scripted, cfg, load_state, regression_data
 
 from dgm_ext.train import Trainer, atomic_save, load_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # 120 training examples / batch 16 -> 8 steps per epoch; 4 epochs = 32 steps. The model uses
