@@ -105,7 +105,7 @@ def importance_log_likelihood(
         raise ValueError(f"k (number of importance samples) must be >= 1, got {k}")
     y = model.check_labels(labels, images.shape[0])
     x = model.prepare(images)
-    per_sample = x.shape[0] * 784 * model.likelihood.n_params
+    per_sample = x.shape[0] * model.num_pixels * model.likelihood.n_params
     chunk = max(1, min(k, max_elements // max(per_sample, 1)))
     log_w = []
     done = 0

@@ -22,20 +22,23 @@ from torch import Tensor, nn
 from dgm_ext.ops import resolve_ops
 from dgm_ext.persistence import VAE_FORMAT, read_family, write_model_file
 from dgm_ext.vae.likelihoods import Likelihood, make_likelihood
-from dgm_ext.vae.networks import ARCHITECTURES, make_decoder, make_encoder
+from dgm_ext.vae.networks import ARCHITECTURES, check_conv_shape, make_decoder, make_encoder
 from dgm_ext.vae.planar import PlanarPosterior
 
 __all__ = ["VAE", "VAEConfig", "build_vae", "load_vae", "resolve_ops", "save_vae"]
 
-NUM_PIXELS = 784
+NUM_PIXELS = 784  # MNIST's, the default image shape (1, 28, 28)
+MNIST_SHAPE = (1, 28, 28)
 
 
 @dataclass
 class VAEConfig:
     """Everything needed to rebuild a VAE (stored next to its weights).
 
-    ``arch``: ``mlp`` (784→500→L), ``mlp-deep`` (784→300→300→2L, ELU; vae-elbo) or
-    ``conv``. ``hidden``: MLP width, or the conv decoder's first channel count.
+    ``arch``: ``mlp`` (D→500→L), ``mlp-deep`` (D→300→300→2L, ELU; vae-elbo) or
+    ``conv``, for images of ``image_shape`` ``(C, H, W)`` (D = C·H·W; default MNIST's
+    ``(1, 28, 28)``; the conv networks need H, W >= 8, multiples of 4). ``hidden``: MLP
+    width, or the conv decoder's first channel count.
     ``likelihood``: ``bernoulli``, ``gaussian``, ``beta`` or ``categorical``
     (``categories`` bins). ``binarize``: ``"threshold"`` to binarise grey inputs for the
     Bernoulli likelihood. ``decoder_shift``: added to the ``mlp-deep`` decoder output.
@@ -55,8 +58,19 @@ class VAEConfig:
     flow_length: int = 0
     flow_amortized: bool = True
     num_classes: int = 0
+    image_shape: tuple[int, int, int] = MNIST_SHAPE
 
     def __post_init__(self) -> None:
+        shape = self.image_shape
+        if (
+            not isinstance(shape, (tuple, list))
+            or len(shape) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)
+        ):
+            raise ValueError(f"image_shape must be (C, H, W) of positive ints, got {shape!r}")
+        self.image_shape = tuple(shape)
+        if self.arch == "conv":
+            check_conv_shape(self.image_shape)
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
         if not isinstance(self.latent_dim, int) or self.latent_dim < 1:
@@ -70,12 +84,23 @@ class VAEConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as saved: ``num_classes`` only when conditional, so an unconditional
-        model's file holds the config earlier versions wrote (and can read)."""
+        """The config as saved: ``num_classes`` only when conditional and ``image_shape``
+        only when not MNIST's, so such a model's file holds the config earlier versions wrote
+        (and can read)."""
         d = dataclasses.asdict(self)
         if not self.num_classes:
             del d["num_classes"]
+        if tuple(self.image_shape) == MNIST_SHAPE:
+            del d["image_shape"]
+        else:
+            d["image_shape"] = list(self.image_shape)
         return d
+
+    @property
+    def num_pixels(self) -> int:
+        """D = C·H·W, the number of modelled values per image."""
+        c, h, w = self.image_shape
+        return c * h * w
 
 
 class VAE(nn.Module):
@@ -93,10 +118,12 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         self.likelihood: Likelihood = make_likelihood(
-            config.likelihood, NUM_PIXELS, config.categories, config.binarize
+            config.likelihood, config.num_pixels, config.categories, config.binarize
         )
-        k = config.num_classes
-        self.encoder = make_encoder(config.arch, config.latent_dim, config.hidden, num_classes=k)
+        k, shape = config.num_classes, config.image_shape
+        self.encoder = make_encoder(
+            config.arch, config.latent_dim, config.hidden, num_classes=k, image_shape=shape
+        )
         self.decoder = make_decoder(
             config.arch,
             config.latent_dim,
@@ -104,6 +131,7 @@ class VAE(nn.Module):
             config.hidden,
             config.decoder_shift,
             num_classes=k,
+            image_shape=shape,
         )
         self.flow: PlanarPosterior | None = None
         if config.flow_length > 0:
@@ -129,6 +157,16 @@ class VAE(nn.Module):
     def latent_dim(self) -> int:
         """Size L of the latent space."""
         return self.config.latent_dim
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the modelled images."""
+        return self.config.image_shape
+
+    @property
+    def num_pixels(self) -> int:
+        """D = C·H·W."""
+        return self.config.num_pixels
 
     @property
     def num_classes(self) -> int:
@@ -194,7 +232,12 @@ class VAE(nn.Module):
 
     # -- pieces ------------------------------------------------------------------------
     def prepare(self, images: Tensor) -> Tensor:
-        """Likelihood targets ``(B, 784)`` from images in [0, 1]."""
+        """Likelihood targets ``(B, D)`` from images in [0, 1] (``(B, C, H, W)`` or flat)."""
+        if images.dim() > 1 and images[0].numel() != self.num_pixels:
+            raise ValueError(
+                f"images: this VAE models images of shape {self.image_shape} "
+                f"({self.num_pixels} values), got {tuple(images.shape[1:])}"
+            )
         return self.likelihood.prepare(images.to(self.device))
 
     def encode(
@@ -205,7 +248,7 @@ class VAE(nn.Module):
         return self._encode(images, self.check_labels(labels, images.shape[0]))
 
     def decode(self, z: Tensor, labels: int | Tensor | None = None) -> Tensor:
-        """Raw likelihood parameters ``(*B, P, 784)`` of p(x|z) (p(x|z, y) with ``labels``,
+        """Raw likelihood parameters ``(*B, P, D)`` of p(x|z) (p(x|z, y) with ``labels``,
         one per example of the batch dimension ``B``, shared by leading sample dimensions)."""
         n = z.shape[-2] if z.dim() >= 2 else 1
         return self._decode(z, self.check_labels(labels, n))
@@ -295,9 +338,9 @@ class VAE(nn.Module):
         offset = (
             0.0
             if self.likelihood.discrete or self.likelihood.name == "bernoulli"
-            else (self.likelihood.log_256_offset(NUM_PIXELS))
+            else (self.likelihood.log_256_offset(self.num_pixels))
         )
-        return (nll + offset) / (NUM_PIXELS * math.log(2.0))
+        return (nll + offset) / (self.num_pixels * math.log(2.0))
 
     def _step(self, batch: Tensor | tuple | list) -> dict[str, Tensor]:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -334,7 +377,7 @@ class VAE(nn.Module):
         labels: int | Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Images ``(N, 1, 28, 28)`` from the prior: decoder means or likelihood samples.
+        """Images ``(N, C, H, W)`` from the prior: decoder means or likelihood samples.
 
         A class-conditional VAE draws images of ``labels`` (see :meth:`labels_for`: ``None``
         → uniform over the classes, an int → that class, or one label per image); ``z`` and
@@ -351,15 +394,15 @@ class VAE(nn.Module):
         y = self.labels_for(len(z) if z.dim() > 1 else 1, labels, generator)
         out = self._decode(z, y)
         img = self.likelihood.mean(out) if mean else self.likelihood.sample(out)
-        return img.reshape(-1, 1, 28, 28)
+        return img.reshape(-1, *self.image_shape)
 
     @torch.no_grad()
     def reconstruct(self, images: Tensor, labels: int | Tensor | None = None) -> Tensor:
-        """Decoder means at the encoder means, ``(N, 1, 28, 28)`` (given ``labels``, if
+        """Decoder means at the encoder means, ``(N, C, H, W)`` (given ``labels``, if
         conditional: encoder and decoder see the same labels)."""
         y = self.check_labels(labels, images.shape[0])
         mu, _, _ = self._encode(images, y)
-        return self.likelihood.mean(self._decode(mu, y)).reshape(-1, 1, 28, 28)
+        return self.likelihood.mean(self._decode(mu, y)).reshape(-1, *self.image_shape)
 
 
 def build_vae(ops: ModuleType | str | None = None, **kwargs: object) -> VAE:
