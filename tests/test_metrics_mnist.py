@@ -1,11 +1,14 @@
 """MNIST feature network of dgm_ext.metrics: training, on-disk cache, feature passes.
 
-Most tests use a deliberately tiny classifier (``TINY``: width 16, 3000 training images,
-2 epochs) and a temporary cache folder, so every training takes about a second; one test
-trains the default configuration (``TrainConfig()``: architecture, optimiser, schedule,
-preprocessing) on fewer images. Tests that read MNIST find it through ``_data.py``
-(``$DGM_EXT_DATA``, else the library's default folder): skipped with the reason when it is
-missing, failed instead when ``$DGM_EXT_REQUIRE_DATA`` is set (CI).
+These are the paths of non-default configs (trained on first use, cached as
+``<dataset>-classifier-retrained-<key>.pt``); the shipped default weights are tested in
+``test_metrics_shipped_weights.py``. Most tests use a deliberately tiny classifier
+(``TINY``: width 16, 3000 training images, 2 epochs) and a temporary cache folder, so every
+training takes about a second; one test trains the default architecture and recipe
+(``TrainConfig()``'s optimiser, schedule, preprocessing) on fewer images. Tests that read
+MNIST find it through ``_data.py`` (``$DGM_EXT_DATA``, else the library's default folder):
+skipped with the reason when it is missing, failed instead when ``$DGM_EXT_REQUIRE_DATA``
+is set (CI).
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ def test_first_call_trains_and_caches_second_loads(tmp_path, trained, train_coun
     again = mnist_feature_net("mnist", cache_dir=cache, train_config=TINY, root=DATA, verbose=False)
     assert train_counter == [], "second call retrained instead of loading the cache"
     assert again.cache_path == net.cache_path and again.key == net.key
+    assert again.config == TINY and not again.shipped  # loaded from the cache, still described
     assert again.test_accuracy == net.test_accuracy
     for k, v in _weights(net).items():
         assert torch.equal(v, again.state_dict()[k])
@@ -169,6 +173,9 @@ def test_key_depends_on_every_part():
         ),
     }  # fmt: skip
     assert base not in others and len(others) == 11
+    with pytest.MonkeyPatch.context() as mp:  # the cache-file format is part of the key
+        mp.setattr(mnist_net, "FORMAT_VERSION", mnist_net.FORMAT_VERSION + 1)
+        assert classifier_key("mnist", "d" * 64, TINY) not in (base, *others)
     assert make_key("a", 1, [1, 2]) == make_key("a", 1, (1, 2)) != make_key("a", 1, [2, 1])
 
 
@@ -192,8 +199,8 @@ def test_changed_config_or_data_trains_a_new_file(tmp_path, monkeypatch, fake_tr
     assert fake_trainer[1].seed == 1
     real_load = mnist_net._load_data
 
-    def one_pixel_changed(dataset, root):
-        d = real_load(dataset, root)
+    def one_pixel_changed(dataset, root, verify=True):
+        d = real_load(dataset, root, verify)
         x = d.train_images.copy()
         x[0, 14, 14] ^= 1
         return d._replace(train_images=x)
@@ -432,6 +439,21 @@ def test_default_configuration_reports_what_it_trained(tmp_path, trained, train_
     data_hash = mnist_net._data_hash(mnist_net._load_data("mnist", DATA))
     assert net.key == classifier_key("mnist", data_hash, REDUCED)
     assert net.key != classifier_key("mnist", data_hash, TrainConfig())
+
+
+@needs_mnist
+def test_training_tensors_default_sizes_are_the_documented_splits():
+    """n_train = n_eval = None: 50,000 training images, the last 10,000 of the training file as
+    val and the 10,000 test images, equal to load_mnist's train/val/test splits."""
+    d = mnist_net._load_data("mnist", DATA)
+    cfg = dataclasses.replace(TINY, n_train=None, n_eval=None)
+    xtr, ytr, xva, yva, xte, yte = mnist_net._training_tensors(d, cfg)
+    assert [t.shape[0] for t in (xtr, ytr, xva, yva, xte, yte)] == [50_000] * 2 + [10_000] * 4
+    for split, x, y in (("val", xva, yva), ("test", xte, yte)):
+        data = load_mnist(split, "grey", root=DATA, download=False)
+        assert torch.equal(x, data.images) and torch.equal(y, data.labels.long()), split
+    assert torch.equal(xtr[-1, 0], torch.from_numpy(d.train_images[49_999] / np.float32(255)))
+    assert xtr.dtype == torch.float32 and ytr.dtype == torch.int64
 
 
 @needs_mnist
