@@ -191,7 +191,9 @@ def run(ctx: RunContext) -> dict:
         paths, n, limit = _parse_paths(ctx.extra.get("run")), N_SAMPLES, IS_LIMIT
         classifier = CLASSIFIER
     _, _, test = load_splits(ctx, "grey", 1, 1, None)
-    space = mnist_feature_space("mnist", root=ctx.data_root, train_config=classifier)
+    space = mnist_feature_space(
+        "mnist", root=ctx.data_root, train_config=classifier, verify=ctx.verify
+    )
     quality = SampleQuality(space, test.images[:n], n)
     results: dict[str, Any] = {"n_samples": n, "feature_net": space.name, "families": {}}
     train, _, _ = load_splits(ctx, "grey", n, 1, 1)

@@ -96,7 +96,9 @@ def run(ctx: RunContext) -> dict:
 
     from dgm_ext.metrics import mnist_feature_space
 
-    space = mnist_feature_space("mnist", root=ctx.data_root, train_config=classifier)
+    space = mnist_feature_space(
+        "mnist", root=ctx.data_root, train_config=classifier, verify=ctx.verify
+    )
     quality = SampleQuality(space, test.images, n_samples)
     floor = quality.measure(images[: len(test)])  # training images vs test images
     ctx.log(f"floor (training vs test images): FID {floor['fid']:.3f}")

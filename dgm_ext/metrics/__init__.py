@@ -5,9 +5,10 @@ Images: :func:`folder_features` streams a folder of PNG/JPEG/WebP files of any s
 conventions (:mod:`dgm_ext.metrics.resize`); features of references are cached by content;
 :func:`compare` gives FID, KID, IS and precision/recall/density/coverage (:func:`prdc`).
 
-Feature networks: the library's own MNIST / Fashion-MNIST classifier (trained and cached on
-first use, :func:`mnist_feature_net`) and the FID Inception-v3 loaded from a local weights
-file (:func:`fid_inception_v3`). Numbers from different feature networks are not comparable.
+Feature networks: the library's own MNIST / Fashion-MNIST classifier (weights shipped in the
+package, sha256-checked, :func:`mnist_feature_net`) and the FID Inception-v3 loaded from a
+local weights file (:func:`fid_inception_v3`). Numbers from different feature networks are
+not comparable.
 """
 
 from dgm_ext.metrics.evaluate import (

@@ -54,7 +54,9 @@ def mnist_feature_space(
     device: torch.device | str | None = None,
     **kwargs: Any,
 ) -> FeatureSpace:
-    """The library's MNIST / Fashion-MNIST classifier (trained and cached on first use)."""
+    """The library's MNIST / Fashion-MNIST classifier: the shipped weights (sha256-checked)
+    by default; a non-default ``train_config`` trains one on first use (``root``/``verify``:
+    its data), named ``<dataset>-classifier-retrained-<key>`` in results."""
     from dgm_ext.metrics.mnist_net import class_probs, features, mnist_feature_net
 
     net = mnist_feature_net(dataset, root=root, device=device, **kwargs)
@@ -63,14 +65,14 @@ def mnist_feature_space(
         return features(net, images), class_probs(net, images)
 
     return FeatureSpace(
-        f"{net.dataset}-classifier",
+        net.name,
         net.feature_layer,
         net.width,
         extract,
         channels=1,
         input_size=(28, 28),
         feature_dtype=torch.float32,
-        ident=f"{net.dataset}-classifier:{net.key}",
+        ident=net.ident,
         device=device,
     )
 

@@ -190,7 +190,10 @@ def _feature_space(args: argparse.Namespace, sources: list[Source], dataset: str
         dataset = "cifar10" if channels == 3 else "mnist"
     if dataset == "cifar10":
         return ev.inception_feature_space(args.inception_weights, device=args.device), dataset
-    return ev.mnist_feature_space(dataset, root=args.data_root, device=args.device), dataset
+    space = ev.mnist_feature_space(
+        dataset, root=args.data_root, device=args.device, verify=not args.no_verify
+    )
+    return space, dataset
 
 
 def _features(args: argparse.Namespace, src: Source, space, notes: list[str], probs: bool):

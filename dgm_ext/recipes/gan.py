@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> dict:
         data = ImageDataset(torch.cat([splits[0].images, splits[1].images]),
                             torch.cat([splits[0].labels, splits[1].labels]))  # fmt: skip
         reference = splits[2].images
-        space = ev.mnist_feature_space(args.dataset, root=args.data_root)
+        space = ev.mnist_feature_space(args.dataset, root=args.data_root, verify=verify)
     if args.train_size is not None:
         data = ImageDataset(data.images[: args.train_size], data.labels[: args.train_size])
     prepare_run_dir(out, args.fresh)
