@@ -20,11 +20,22 @@ __all__ = [
     "BatchLoader",
     "ImageDataset",
     "ShardedBatchSampler",
+    "binarise_pixels",
     "epoch_permutation",
     "fetch_batch",
 ]
 
 VARIANTS = ("grey", "static", "dynamic", "levels")
+
+
+def binarise_pixels(images: np.ndarray, seed: int, part: str = "train") -> np.ndarray:
+    """One Bernoulli draw per pixel from its 8-bit grey level (numpy PCG64 seeded by
+    ``seed`` and ``part``; MNIST's static binarisation)."""
+    entropy = [int(seed) % 2**64, 0xB1, int(part == "test")]
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
+    u = rng.random(images.shape, dtype=np.float32)
+    grey = images.astype(np.float32) / np.float32(255.0)
+    return (u < grey).astype(np.uint8)
 
 
 class ImageDataset(Dataset):
@@ -66,6 +77,37 @@ class ImageDataset(Dataset):
         self.variant = variant
         self.transform = transform
         self.name = name
+
+    @classmethod
+    def from_pixels(
+        cls,
+        pixels: Tensor | np.ndarray,
+        labels: Tensor | None = None,
+        variant: str = "grey",
+        seed: int = 0,
+        name: str = "",
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> ImageDataset:
+        """A data set of ``variant`` from 8-bit images ``(N, C, H, W)`` (uint8), as the MNIST
+        loader makes them: ``grey``/``dynamic`` float32 in [0, 1], ``static`` one seeded draw
+        per pixel, ``levels`` int64 0..255. ``labels`` default to zeros."""
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        pixels = torch.as_tensor(pixels)
+        if pixels.dtype != torch.uint8 or pixels.dim() != 4:
+            raise ValueError(
+                f"pixels must be uint8 images (N, C, H, W), got {pixels.dtype} "
+                f"{tuple(pixels.shape)}"
+            )
+        if labels is None:
+            labels = torch.zeros(pixels.shape[0], dtype=torch.long)
+        if variant == "static":
+            x = torch.from_numpy(binarise_pixels(pixels.numpy(), seed)).to(torch.float32)
+        elif variant == "levels":
+            x = pixels.to(torch.int64)
+        else:
+            x = pixels.to(torch.float32).div_(255.0)
+        return cls(x, labels.to(torch.long), variant=variant, transform=transform, name=name)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .dataset import VARIANTS, ImageDataset
+from .dataset import VARIANTS, ImageDataset, binarise_pixels
 from .files import (
     ChecksumError,
     DatasetNotFoundError,
@@ -239,13 +239,7 @@ def load_mnist_arrays(
 _BINARISATION_VERSION = 1  # bump when the draw below changes: old cache files are ignored
 
 
-def _binarise(images: np.ndarray, seed: int, part: str) -> np.ndarray:
-    """One Bernoulli draw per pixel from the grey level (numpy PCG64, seeded; see above)."""
-    entropy = [int(seed) % 2**64, 0xB1, int(part == "test")]
-    rng = np.random.default_rng(np.random.SeedSequence(entropy))
-    u = rng.random(images.shape, dtype=np.float32)
-    grey = images.astype(np.float32) / np.float32(255.0)
-    return (u < grey).astype(np.uint8)
+_binarise = binarise_pixels  # MNIST's static binarisation (tests wrap it here)
 
 
 def _binarised_cache_file(images: np.ndarray, seed: int, part: str) -> Path:

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from dgm_ext.recipes.base import Recipe, save_options
+from dgm_ext.recipes.datasets import add_data_options, check_data, load_training_data
 from dgm_ext.recipes.options import (
-    DATASETS,
     RESUME_HELP,
     add_common,
     add_compile,
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p, data_seed=False)  # 8-bit levels: no binarisation, so no --data-seed
     add_training(p)
     p.add_argument("--out", default=None, help="run directory (default runs/realnvp-<time>)")
-    p.add_argument("--dataset", default="mnist", choices=list(DATASETS))
+    add_data_options(p)
     p.add_argument("--arch", default="mlp", choices=list(ARCHS))
     p.add_argument("--couplings", type=int, default=8, help="MLP: coupling layers (default 8)")
     p.add_argument("--hidden", type=int, default=1024, help="MLP: hidden width (default 1024)")
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--alpha",
         type=float,
         default=None,
-        help="logit transform alpha (default 1e-5 for MNIST, 0.05 for CIFAR-10)",
+        help="logit transform alpha (default 1e-5 for grey images, 0.05 for RGB)",
     )
     p.add_argument("--epochs", type=int, default=17)
     p.add_argument("--batch-size", type=int, default=128)
@@ -76,34 +76,45 @@ def _cut(ds: Any, n: int | None) -> Any:
     return ImageDataset(ds.images[:n], ds.labels[:n], ds.variant, ds.transform, ds.name)
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Train, save ``model.pt``, metrics and grids; val and test bits/dim."""
-    from dgm_ext.experiments.common import RunContext, prepare_run_dir
-    from dgm_ext.experiments.gan_common import grid_epochs
-    from dgm_ext.experiments.realnvp_mnist import FlowTraining, epoch_seconds
-    from dgm_ext.flows.image import evaluate_bits_per_dim
-    from dgm_ext.flows.realnvp import RealNVPConfig, build_realnvp
+def _config(args: argparse.Namespace, image_shape: tuple[int, int, int]) -> Any:
+    """The ``RealNVPConfig`` of the options for images of ``image_shape`` (validated)."""
+    from dgm_ext.flows.realnvp import RealNVPConfig
 
-    rgb = args.dataset == "cifar10"
+    rgb = image_shape[0] == 3
     config = RealNVPConfig(
         arch=args.arch,
-        image_shape=(3, 32, 32) if rgb else (1, 28, 28),
+        image_shape=image_shape,
         couplings=args.couplings,
         hidden=args.hidden,
         scales=args.scales,
         channels=args.channels,
         blocks=args.blocks,
         alpha=args.alpha if args.alpha is not None else (0.05 if rgb else 1e-5),
-    )  # validates before any data is loaded
+    )
+    if not 0.0 <= config.alpha < 0.5:
+        raise ValueError(f"--alpha must be in [0, 0.5), got {config.alpha}")
+    return config
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Train, save ``model.pt``, metrics and grids; val and test bits/dim."""
+    from dgm_ext.experiments.common import RunContext, prepare_run_dir
+    from dgm_ext.experiments.gan_common import grid_epochs
+    from dgm_ext.experiments.realnvp_mnist import FlowTraining, epoch_seconds
+    from dgm_ext.flows.image import evaluate_bits_per_dim
+    from dgm_ext.flows.realnvp import build_realnvp
+
+    check_data(args)
     check_counts(args, epochs=1, batch_size=1, train_size=1, val_size=1)
     check_rates(args, "lr")
     trainer = trainer_options(args)
-    if not 0.0 <= config.alpha < 0.5:
-        raise ValueError(f"--alpha must be in [0, 0.5), got {config.alpha}")
+    # the options checked before any data is loaded (a folder's shape is known only then)
+    _config(args, {"cifar10": (3, 32, 32)}.get(args.dataset, (1, 28, 28)))
     out = out_dir(args, "realnvp")
+    data = load_training_data(args, "levels")
+    config = _config(args, data.image_shape)
     model = build_realnvp(config, ops=args.ops)
-    train, val, test = level_splits(args.dataset, args.data_root, verify=not args.no_verify)
-    train, val = _cut(train, args.train_size), _cut(val, args.val_size)
+    train, val, test = data.train, data.val, data.test
     prepare_run_dir(out, args.fresh)  # options and data first: nothing is created before
     save_options(out, RECIPE, args)
     ctx = RunContext(
@@ -128,11 +139,13 @@ def run(args: argparse.Namespace) -> dict:
         lr=args.lr,
         grad_clip=trainer["grad_clip"],
         grids_at=grid_epochs(args.epochs),
-        title=f"RealNVP {args.arch}, {args.dataset}",
+        title=f"RealNVP {args.arch}, {data.name}",
     )
     rows = training.fit(train, val)
     res = {
         "model": str(out / "model.pt"),
+        "data": data.name,
+        "image_shape": list(data.image_shape),
         "epochs": len(rows),
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds_per_epoch": epoch_seconds(rows),

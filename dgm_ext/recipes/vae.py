@@ -6,6 +6,7 @@ import argparse
 import time
 
 from dgm_ext.recipes.base import Recipe, save_options
+from dgm_ext.recipes.datasets import add_data_options, check_data, load_training_data
 from dgm_ext.recipes.options import (
     RESUME_HELP,
     add_common,
@@ -44,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
     add_training(p)
     p.add_argument("--out", default=None, help="run directory (default runs/vae-<time>)")
+    add_data_options(p)
     p.add_argument("--arch", default="mlp", choices=list(ARCHITECTURES))
     p.add_argument("--latent-dim", type=int, default=20)
     p.add_argument("--hidden", type=int, default=None, help="hidden width of MLP nets")
@@ -53,7 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--variant",
         default=None,
         choices=list(VARIANTS),
-        help="MNIST variant (default: static for bernoulli, grey otherwise)",
+        help="data variant (default: static for bernoulli, levels for categorical, grey otherwise)",
+    )
+    p.add_argument(
+        "--conditional",
+        action="store_true",
+        help="class-conditional VAE (Sohn et al. 2015): the label into encoder and decoder",
     )
     p.add_argument("--decoder-shift", type=float, default=0.0, help="mlp-deep output shift")
     p.add_argument("--flow-length", type=int, default=0, help="planar posterior layers")
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     """Train, save ``model.pt``, evaluate the val ELBO (and test log p(x) with ``--k``)."""
     import json
 
-    from dgm_ext.experiments.common import RunContext, fit_model, load_splits, prepare_run_dir
+    from dgm_ext.experiments.common import RunContext, fit_model, prepare_run_dir
     from dgm_ext.vae import VAEConfig, build_vae, evaluate_elbo, evaluate_log_likelihood, save_vae
 
     variant = args.variant if args.variant is not None else default_variant(args.likelihood)
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> dict:
     VAEConfig(**cfg)  # options first: nothing is loaded or written before they pass
     check_counts(args, epochs=0, batch_size=1, patience=1, train_size=1, val_size=1, k=0)
     check_rates(args, "lr")
+    check_data(args)
     out = out_dir(args, "vae")
     ctx = RunContext(
         name="train-vae",
@@ -95,7 +103,15 @@ def run(args: argparse.Namespace) -> dict:
         verify=not args.no_verify,
         trainer=trainer_options(args),
     )
-    train, val, test = load_splits(ctx, variant, args.train_size, args.val_size, None)
+    data = load_training_data(args, variant)
+    if args.conditional and data.num_classes < 2:
+        raise ValueError(
+            f"--conditional needs class labels; {data.name} has none (put the images in one "
+            "subfolder per class)"
+        )
+    cfg.update(image_shape=data.image_shape, num_classes=data.num_classes * args.conditional)
+    VAEConfig(**cfg)  # the data's shape for this architecture: refused before the run folder
+    train, val, test = data.train, data.val, data.test
     prepare_run_dir(out, args.fresh)  # the data is there: now the run folder
     save_options(out, RECIPE, args)
     model = build_vae(ops=args.ops, **cfg)
@@ -108,6 +124,8 @@ def run(args: argparse.Namespace) -> dict:
         "model": str(out / "model.pt"),
         "epochs": len(rows),  # trained (0 with --epochs 0: the untrained model is evaluated)
         "train_time_s": time.perf_counter() - t0,
+        "data": data.name,
+        "image_shape": list(data.image_shape),
         "variant": variant,
         "ops": model.ops.__name__,
         "device": str(model.device),
