@@ -1,9 +1,19 @@
-"""Normalizing flows (SPEC §2): one :class:`Flow` API, planar flows, 2-D densities and fits,
-RealNVP on images.
+"""Normalizing flows (SPEC §2): one :class:`Flow` API, composable transforms and base
+distributions, planar flows, 2-D densities and fits, RealNVP on images.
 
 * :mod:`~dgm_ext.flows.base`: :class:`Flow` (``forward``/``inverse`` with log-dets,
-  ``log_prob``, ``sample(n, temperature)``, ``sample_and_log_prob``), N(0, I) base;
-* :mod:`~dgm_ext.flows.planar`: :class:`PlanarFlow` (û, fused op, numerical inverse);
+  ``log_prob``, ``sample(n, temperature)``, ``sample_and_log_prob``), N(0, I) base; the
+  :class:`Transform` API (``forward``/``inverse(x, context=None) -> (y, logdet)``,
+  :class:`ComposedTransform`, ``t.inv``), base distributions (:class:`StandardNormal`, the
+  learnable :class:`DiagonalGaussian`) and :class:`TransformedFlow` (transform + base, with an
+  optional context: conditional flows);
+* :mod:`~dgm_ext.flows.transforms`: every transform in one place: :class:`PlanarTransform`,
+  :class:`ConditionalPlanarTransform` (per-example planar layers from a context, the amortised
+  VAE posterior's flow), :class:`AffineCouplingTransform` (conditional when its net has a
+  ``context_dim``), :class:`SqueezeTransform`, :class:`PermutationTransform`,
+  :class:`LogitTransform`;
+* :mod:`~dgm_ext.flows.planar`: :class:`PlanarFlow` (û, fused op, numerical inverse; on a
+  :class:`PlanarTransform`);
 * :mod:`~dgm_ext.flows.densities`: U1–U4, arcs, sine: energies, exact samplers, log Z and
   entropies by quadrature;
 * :mod:`~dgm_ext.flows.fit`: step-based maximum-likelihood and reverse-KL fits, NLL and
@@ -12,11 +22,27 @@ RealNVP on images.
   residual conv nets (fused ``affine_coupling`` op);
 * :mod:`~dgm_ext.flows.image`: :class:`ImageFlow` (dequantisation, logit transform,
   bits/dim with every Jacobian term), :func:`evaluate_bits_per_dim`;
-* :mod:`~dgm_ext.flows.realnvp`: :class:`MLPRealNVP`, :class:`MultiScaleRealNVP`,
-  :class:`RealNVPConfig`, :func:`build_realnvp`, save/load.
+* :mod:`~dgm_ext.flows.realnvp`: :class:`MLPRealNVP`, :class:`MultiScaleRealNVP` (couplings
+  chained in :class:`ComposedTransform` compositions), :class:`RealNVPConfig`,
+  :func:`build_realnvp`, save/load.
+
+Composing a flow: ``TransformedFlow(ComposedTransform(PlanarTransform(2), PlanarTransform(2)),
+DiagonalGaussian((2,)))``; a conditional one: ``TransformedFlow(ComposedTransform(
+AffineCouplingTransform(mask, MLPCouplingNet(d, 64, context_dim=c)), ...), StandardNormal(d))``
+with ``flow.log_prob(x, context)`` and ``flow.sample(n, context=context)``.
 """
 
-from dgm_ext.flows.base import Flow, standard_normal_log_prob
+from dgm_ext.flows.base import (
+    ComposedTransform,
+    DiagonalGaussian,
+    Distribution,
+    Flow,
+    InverseTransform,
+    StandardNormal,
+    Transform,
+    TransformedFlow,
+    standard_normal_log_prob,
+)
 from dgm_ext.flows.densities import TARGETS, Density2D, get_density
 from dgm_ext.flows.fit import (
     FitResult,
@@ -37,18 +63,39 @@ from dgm_ext.flows.realnvp import (
     load_realnvp,
     save_realnvp,
 )
+from dgm_ext.flows.transforms import (
+    AffineCouplingTransform,
+    ConditionalPlanarTransform,
+    LogitTransform,
+    PermutationTransform,
+    PlanarTransform,
+    SqueezeTransform,
+)
 
 __all__ = [
     "TARGETS",
+    "AffineCouplingTransform",
+    "ComposedTransform",
+    "ConditionalPlanarTransform",
     "Density2D",
+    "DiagonalGaussian",
+    "Distribution",
     "FitResult",
     "Flow",
     "ImageFlow",
+    "InverseTransform",
+    "LogitTransform",
     "MLPRealNVP",
     "MultiScaleRealNVP",
+    "PermutationTransform",
     "PlanarFitConfig",
     "PlanarFlow",
+    "PlanarTransform",
     "RealNVPConfig",
+    "SqueezeTransform",
+    "StandardNormal",
+    "Transform",
+    "TransformedFlow",
     "bits_per_dim",
     "build_realnvp",
     "dequantize",

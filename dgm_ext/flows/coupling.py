@@ -9,6 +9,11 @@ An affine coupling keeps the masked part ``m⊙x`` and transforms the rest,
 Masks (1 = kept): :func:`checkerboard_mask` over the spatial positions (shared by every
 channel) and :func:`channel_mask` (the first half of the channels), each with its complement
 (``parity=1``). :func:`squeeze` is a volume-preserving space-to-depth (log-det 0).
+
+:class:`AffineCoupling` is a :class:`~dgm_ext.flows.base.Transform`. Conditional couplings:
+a net built with ``context_dim=F`` also reads a context vector per example (concatenated to
+its input; broadcast over the pixels for the conv net), and ``forward(x, context)`` hands it
+over; with ``context_dim=0`` (the default) the nets are exactly the unconditional ones.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from dgm_ext.flows.base import Transform, expand_context
 
 __all__ = [
     "AffineCoupling",
@@ -63,14 +70,31 @@ def unsqueeze(x: Tensor) -> Tensor:
     return F.pixel_shuffle(x, 2)
 
 
+def _with_context(x: Tensor, context: Tensor | None, context_dim: int) -> Tensor:
+    """``x`` (N, K) with the context rows (N, ``context_dim``) appended (``x`` itself when the
+    net takes no context)."""
+    if context is None:
+        if context_dim:
+            raise ValueError(f"this coupling net needs a context of size {context_dim}")
+        return x
+    if not context_dim:
+        raise ValueError("this coupling net takes no context (built with context_dim=0)")
+    context = expand_context(context, x.shape[0])
+    if context.shape[1] != context_dim:
+        raise ValueError(f"context must have {context_dim} features, got {context.shape[1]}")
+    return torch.cat([x, context.to(x.dtype)], dim=1)
+
+
 class MLPCouplingNet(nn.Module):
     """``dim -> hidden -> hidden -> 2·dim`` with ReLU; the last layer starts at zero, so the
-    coupling starts as the identity. Returns ``(s_raw, t)``, each ``(N, dim)``."""
+    coupling starts as the identity. Returns ``(s_raw, t)``, each ``(N, dim)``.
+    ``context_dim``: size of a context vector appended to the input (0: none)."""
 
-    def __init__(self, dim: int, hidden: int = 1024) -> None:
+    def __init__(self, dim: int, hidden: int = 1024, context_dim: int = 0) -> None:
         super().__init__()
+        self.context_dim = int(context_dim)
         self.net = nn.Sequential(
-            nn.Linear(dim, hidden),
+            nn.Linear(dim + self.context_dim, hidden),
             nn.ReLU(),
             nn.Linear(hidden, hidden),
             nn.ReLU(),
@@ -79,8 +103,8 @@ class MLPCouplingNet(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        s, t = self.net(x).chunk(2, dim=1)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        s, t = self.net(_with_context(x, context, self.context_dim)).chunk(2, dim=1)
         return s, t
 
 
@@ -95,9 +119,10 @@ class MaskedMLPCouplingNet(nn.Module):
     and the ``s, t`` of kept entries are discarded by the coupling. A checkerboard coupling on
     784 pixels thus does 2/3 of the matrix products of the full MLP (392-1024-1024-784 instead
     of 784-1024-1024-1568). A state dict of the full layout (files written before) is
-    converted on load (the weights of the kept columns and transformed rows are taken)."""
+    converted on load (the weights of the kept columns and transformed rows are taken).
+    ``context_dim``: size of a context vector appended to the kept entries (0: none)."""
 
-    def __init__(self, mask: Tensor, hidden: int = 1024) -> None:
+    def __init__(self, mask: Tensor, hidden: int = 1024, context_dim: int = 0) -> None:
         super().__init__()
         if mask.dim() != 1 or not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError(f"mask must be a 0/1 vector, got shape {tuple(mask.shape)}")
@@ -106,10 +131,11 @@ class MaskedMLPCouplingNet(nn.Module):
         if len(kept) == 0 or len(moved) == 0:
             raise ValueError("mask must keep some entries and transform others")
         self.dim = mask.numel()
+        self.context_dim = int(context_dim)
         self.register_buffer("kept", kept, persistent=False)
         self.register_buffer("moved", moved, persistent=False)
         self.net = nn.Sequential(
-            nn.Linear(len(kept), hidden),
+            nn.Linear(len(kept) + self.context_dim, hidden),
             nn.ReLU(),
             nn.Linear(hidden, hidden),
             nn.ReLU(),
@@ -119,17 +145,19 @@ class MaskedMLPCouplingNet(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
         self._register_load_state_dict_pre_hook(self._from_full_layout)
 
-    def forward(self, x_kept: Tensor) -> tuple[Tensor, Tensor]:
-        """``(N, K)`` kept entries → ``(s_raw, t)``, each ``(N, D - K)``."""
-        s, t = self.net(x_kept).chunk(2, dim=1)
+    def forward(self, x_kept: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(N, K)`` kept entries (and the context) → ``(s_raw, t)``, each ``(N, D - K)``."""
+        s, t = self.net(_with_context(x_kept, context, self.context_dim)).chunk(2, dim=1)
         return s, t
 
     def _from_full_layout(self, state: dict, prefix: str, *args: Any) -> None:
         """Take the used part of an :class:`MLPCouplingNet`-layout state dict."""
         first = state.get(prefix + "net.0.weight")
-        if first is None or first.shape[1] != self.dim:
+        if first is None or first.shape[1] != self.dim + self.context_dim:
             return  # already the compact layout (or missing: load_state_dict reports it)
-        state[prefix + "net.0.weight"] = first[:, self.kept.to(first.device)]
+        context_cols = self.dim + torch.arange(self.context_dim, device=self.kept.device)
+        cols = torch.cat([self.kept, context_cols])
+        state[prefix + "net.0.weight"] = first[:, cols.to(first.device)]
         rows = torch.cat([self.moved, self.dim + self.moved])
         for name in ("net.4.weight", "net.4.bias"):
             if prefix + name in state:
@@ -150,34 +178,48 @@ class _ResidualBlock(nn.Module):
 class ConvCouplingNet(nn.Module):
     """Residual coupling network: 3×3 conv ``C -> channels``, ``blocks`` residual blocks
     (two 3×3 convs each), ReLU, 3×3 conv ``channels -> 2C`` (zero-initialised). Its input is
-    the masked image and the mask itself (so the net knows which pixels it sees).
+    the masked image and the mask itself (so the net knows which pixels it sees), and with
+    ``context_dim > 0`` a context vector per example as that many constant channels.
     Returns ``(s_raw, t)``, each ``(N, C, H, W)``."""
 
-    def __init__(self, in_channels: int, channels: int = 32, blocks: int = 2) -> None:
+    def __init__(
+        self, in_channels: int, channels: int = 32, blocks: int = 2, context_dim: int = 0
+    ) -> None:
         super().__init__()
         if channels < 1 or blocks < 0:
             raise ValueError(f"channels must be >= 1 and blocks >= 0, got {channels}, {blocks}")
-        self.inp = nn.Conv2d(in_channels + 1, channels, 3, padding=1)
+        self.context_dim = int(context_dim)
+        self.inp = nn.Conv2d(in_channels + 1 + self.context_dim, channels, 3, padding=1)
         self.blocks = nn.Sequential(*[_ResidualBlock(channels) for _ in range(blocks)])
         self.out = nn.Conv2d(channels, 2 * in_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, mask: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         # one extra channel: the spatial mask (constant 1/2 for a channel mask)
         m = mask.expand(x.shape[1:]).mean(0, keepdim=True).expand(x.shape[0], 1, *x.shape[2:])
-        h = self.blocks(self.inp(torch.cat([x, m], dim=1)))
+        inp = [x, m]
+        if context is not None or self.context_dim:
+            c = _with_context(x.new_zeros(x.shape[0], 0), context, self.context_dim)
+            inp.append(c[:, :, None, None].expand(*c.shape, *x.shape[2:]))
+        h = self.blocks(self.inp(torch.cat(inp, dim=1)))
         s, t = self.out(F.relu(h)).chunk(2, dim=1)
         return s, t
 
 
-class AffineCoupling(nn.Module):
+class AffineCoupling(Transform):
     """One affine coupling: ``(s_raw, t) = net(m⊙x)``, ``s = scale·tanh(s_raw)``.
 
     ``mask`` (1 = kept) broadcasts against one example; ``net`` is an :class:`MLPCouplingNet`
     (flat inputs) or a :class:`ConvCouplingNet` (images). ``learn_scale``: a learnable
     per-channel ``scale`` (Dinh et al.'s ``scale·tanh``, starting at 1); otherwise the
     log-scale is ``tanh(s_raw)`` exactly. ``forward``/``inverse`` return ``(y, logdet)``.
+    Conditional when the net has a ``context_dim > 0`` (the nets of this module built with
+    ``context_dim=F``): the ``context`` (``(N, F)`` or ``(F,)``) is then required and handed to
+    the net. Otherwise the context is ignored (so conditional and unconditional couplings mix
+    in one composition) and the net is called exactly as before.
     """
 
     def __init__(
@@ -193,24 +235,27 @@ class AffineCoupling(nn.Module):
         self.register_buffer("mask", mask.float(), persistent=False)
         self.net = net
         self.ops = resolve_ops(ops)
+        self.conditional = int(getattr(net, "context_dim", 0) or 0) > 0
         channels = mask.shape[0] if mask.ndim == 3 else 1
         self.scale = nn.Parameter(torch.ones(channels, 1, 1)) if learn_scale else None
 
-    def _st(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _st(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if isinstance(self.net, MaskedMLPCouplingNet):
-            return self._st_gathered(x)
+            return self._st_gathered(x, context)
         kept = x * self.mask
-        s_raw, t = self.net(kept, self.mask) if x.ndim == 4 else self.net(kept)
+        args = (kept, self.mask) if x.ndim == 4 else (kept,)
+        s_raw, t = self.net(*args, context=context) if self.conditional else self.net(*args)
         s = torch.tanh(s_raw)
         if self.scale is not None:
             s = self.scale * s
         return s, t
 
-    def _st_gathered(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _st_gathered(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """``s, t`` from the kept entries only, scattered to full rows (zero where kept, where
         the coupling does not use them)."""
         net = self.net
-        s_moved, t = net(x.index_select(1, net.kept))
+        kept = x.index_select(1, net.kept)
+        s_moved, t = net(kept, context) if self.conditional else net(kept)
         s_moved = torch.tanh(s_moved)
         if self.scale is not None:
             s_moved = self.scale.reshape(()) * s_moved
@@ -218,10 +263,12 @@ class AffineCoupling(nn.Module):
         full = full.index_copy(2, net.moved, torch.stack([s_moved, t]))
         return full[0], full[1]
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        s, t = self._st(x)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(y, log|det ∂y/∂x|)``, both directions explicit (fused ``affine_coupling``)."""
+        s, t = self._st(x, context)
         return self.ops.affine_coupling(x, s, t, self.mask, False)
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        s, t = self._st(y)
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(x, log|det ∂x/∂y|)``: the same ``s, t`` from the kept half of ``y``."""
+        s, t = self._st(y, context)
         return self.ops.affine_coupling(y, s, t, self.mask, True)

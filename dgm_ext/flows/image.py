@@ -19,7 +19,8 @@ The density of ``x̃`` on the unit cube is
 an upper bound (in expectation over ``u``) on the discrete model's ``−log₂ P(x) / D``.
 ``forward``/``inverse`` of :class:`ImageFlow` map ``x̃ ∈ [0, 1]^D`` ↔ ``z`` and include the
 logit's log-det, so ``log_prob``/``sample``/``sample_and_log_prob`` of the :class:`Flow` API
-work on dequantised images; :meth:`ImageFlow.bits_per_dim` takes integer pixels.
+work on dequantised images; :meth:`ImageFlow.bits_per_dim` takes integer pixels. The logit
+step is a :class:`LogitTransform` (``ImageFlow.logit``), usable in any composition.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dgm_ext.flows.base import Flow
+from dgm_ext.flows.base import Flow, Transform
 
 __all__ = [
     "ImageFlow",
+    "LogitTransform",
     "bits_per_dim",
     "dequantize",
     "evaluate_bits_per_dim",
+    "logit_inverse",
     "logit_transform",
 ]
 
@@ -81,6 +84,41 @@ def logit_transform(x: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
     return log_p - log_1mp, logdet
 
 
+def logit_inverse(y: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """The inverse of :func:`logit_transform`, ``x = (sigmoid(y) − α) / (1 − 2α)``, and its
+    log-det per example."""
+    # dx/dy = p (1 − p) / (1 − 2α), with log p = −softplus(−y), log(1 − p) = −softplus(y)
+    logdet = (
+        -torch.nn.functional.softplus(-y)
+        - torch.nn.functional.softplus(y)
+        - math.log1p(-2.0 * alpha)
+    )
+    x = (torch.sigmoid(y) - alpha) / (1.0 - 2.0 * alpha)
+    return x, logdet.flatten(1).sum(1)
+
+
+class LogitTransform(Transform):
+    """The dequantisation/logit front end of the image flows as a :class:`Transform`:
+    ``y = logit(α + (1 − 2α) x̃)`` on dequantised pixels ``x̃ ∈ [0, 1]`` (see
+    :func:`dequantize`), with the log-det ``Σ [log(1 − 2α) − log p − log(1 − p)]``; the
+    inverse is the scaled sigmoid. The context is ignored."""
+
+    def __init__(self, alpha: float = 1e-5) -> None:
+        super().__init__()
+        if not 0.0 <= alpha < 0.5:
+            raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
+        self.alpha = float(alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return logit_transform(x, self.alpha)
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return logit_inverse(y, self.alpha)
+
+
 def bits_per_dim(log_px: Tensor, dims: int, levels: int = 256) -> Tensor:
     """bits/dim on the ``levels`` scale from ``log p(x̃)`` (nats, density on [0, 1]^D)."""
     return -(log_px - dims * math.log(levels)) / (dims * _LN2)
@@ -103,9 +141,14 @@ class ImageFlow(Flow):
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
             raise ValueError(f"levels must be an int >= 2, got {levels!r}")
         self.inner = inner
-        self.alpha = float(alpha)
+        self.logit = LogitTransform(alpha)
         self.levels = levels
         self.dims = math.prod(self.event_shape)
+
+    @property
+    def alpha(self) -> float:
+        """α of the logit transform."""
+        return self.logit.alpha
 
     @property
     def ops(self) -> Any:
@@ -114,21 +157,15 @@ class ImageFlow(Flow):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Dequantised images ``x̃`` → base: ``(z, log|det ∂z/∂x̃|)`` (logit + inner flow)."""
-        y, logdet_logit = logit_transform(x, self.alpha)
+        y, logdet_logit = self.logit(x)
         z, logdet = self.inner(y)
         return z, logdet + logdet_logit
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Base → dequantised images: ``(x̃, log|det ∂x̃/∂z|)``."""
         y, logdet = self.inner.inverse(z)
-        # dx̃/dy = p (1 − p) / (1 − 2α), with log p = −softplus(−y), log(1 − p) = −softplus(y)
-        logdet_sigmoid = (
-            -torch.nn.functional.softplus(-y)
-            - torch.nn.functional.softplus(y)
-            - math.log1p(-2.0 * self.alpha)
-        )
-        x = (torch.sigmoid(y) - self.alpha) / (1.0 - 2.0 * self.alpha)
-        return x, logdet + logdet_sigmoid.flatten(1).sum(1)
+        x, logdet_sigmoid = self.logit.inverse(y)
+        return x, logdet + logdet_sigmoid
 
     def bits_per_dim(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
         """bits/dim per example of integer pixels ``x`` (shape ``(N, *event_shape)``), with

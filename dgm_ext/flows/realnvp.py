@@ -14,6 +14,12 @@ convolutional model, behind the dequantisation/logit front end of :class:`ImageF
   log-scale ``scale·tanh(h)`` with a learnable per-channel ``scale``. The factored-out parts
   are put back by the inverse squeezes, so ``z`` has the image's shape.
 
+Both chain their couplings (:class:`~dgm_ext.flows.coupling.AffineCoupling` transforms) in
+:class:`~dgm_ext.flows.base.ComposedTransform` compositions (``MLPRealNVP.layers``;
+``MultiScaleRealNVP.checker[i]``, ``.channel[i]`` per scale, with the squeezes and the
+factor-out between them), whose members have the state-dict keys of the layer lists they
+replace.
+
 :func:`build_realnvp` makes the :class:`ImageFlow` of a :class:`RealNVPConfig`;
 :func:`save_realnvp` / :func:`load_realnvp` store config and weights in one file.
 """
@@ -30,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dgm_ext.flows.base import Flow
+from dgm_ext.flows.base import ComposedTransform, Flow
 from dgm_ext.flows.coupling import (
     AffineCoupling,
     ConvCouplingNet,
@@ -59,14 +65,6 @@ FILE_FORMAT = REALNVP_FORMAT
 ARCHS = ("mlp", "multiscale")
 
 
-def _run(layers: nn.ModuleList, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-    logdet = x.new_zeros(x.shape[0])
-    for layer in reversed(layers) if reverse else layers:
-        x, ld = layer.inverse(x) if reverse else layer(x)
-        logdet = logdet + ld
-    return x, logdet
-
-
 class MLPRealNVP(Flow):
     """RealNVP on flattened examples of ``event_shape``: ``couplings`` MLP couplings with
     alternating checkerboard masks (see the module docstring)."""
@@ -86,16 +84,16 @@ class MLPRealNVP(Flow):
         dims = math.prod(self.event_shape)
         base = checkerboard_mask(h, w).expand(*self.event_shape[:-2], h, w).reshape(dims)
         masks = [base if k % 2 == 0 else 1.0 - base for k in range(couplings)]
-        self.layers = nn.ModuleList(
-            AffineCoupling(m, MaskedMLPCouplingNet(m, hidden), ops=self.ops) for m in masks
+        self.layers = ComposedTransform(
+            *(AffineCoupling(m, MaskedMLPCouplingNet(m, hidden), ops=self.ops) for m in masks)
         )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z, logdet = _run(self.layers, x.flatten(1), reverse=False)
+        z, logdet = self.layers(x.flatten(1))
         return z.view_as(x), logdet
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        x, logdet = _run(self.layers, z.flatten(1), reverse=True)
+        x, logdet = self.layers.inverse(z.flatten(1))
         return x.view_as(z), logdet
 
 
@@ -136,20 +134,22 @@ class MultiScaleRealNVP(Flow):
             last = i == scales - 1
             n_checker = 4 if last else 3
             self.checker.append(
-                nn.ModuleList(coupling(checkerboard_mask(h, w, k % 2), c) for k in range(n_checker))
+                ComposedTransform(
+                    *(coupling(checkerboard_mask(h, w, k % 2), c) for k in range(n_checker))
+                )
             )
             if last:
                 break
             self.channel.append(
-                nn.ModuleList(coupling(channel_mask(4 * c, k % 2), 4 * c) for k in range(3))
+                ComposedTransform(*(coupling(channel_mask(4 * c, k % 2), 4 * c) for k in range(3)))
             )
             c, h, w = 2 * c, h // 2, w // 2
 
     def _forward(self, x: Tensor, i: int) -> tuple[Tensor, Tensor]:
-        x, logdet = _run(self.checker[i], x, reverse=False)
+        x, logdet = self.checker[i](x)
         if i == self.scales - 1:
             return x, logdet
-        x, ld = _run(self.channel[i], squeeze(x), reverse=False)
+        x, ld = self.channel[i](squeeze(x))
         z_out, rest = x.chunk(2, dim=1)
         rest, ld_rest = self._forward(rest, i + 1)
         return unsqueeze(torch.cat([z_out, rest], dim=1)), logdet + ld + ld_rest
@@ -159,9 +159,9 @@ class MultiScaleRealNVP(Flow):
         if i < self.scales - 1:
             z_out, rest = squeeze(z).chunk(2, dim=1)
             rest, logdet = self._inverse(rest, i + 1)
-            x, ld = _run(self.channel[i], torch.cat([z_out, rest], dim=1), reverse=True)
+            x, ld = self.channel[i].inverse(torch.cat([z_out, rest], dim=1))
             z, logdet = unsqueeze(x), logdet + ld
-        x, ld = _run(self.checker[i], z, reverse=True)
+        x, ld = self.checker[i].inverse(z)
         return x, logdet + ld
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -13,17 +13,28 @@ Both posteriors run on the op backend handed to ``forward``: the amortised one o
 non-amortised one on ``ops.planar_flow`` (one set of parameters for the whole batch). With the
 fused backend (``dgm_ext.ops``) these are the fused kernels; with ``ops="reference"`` the
 plain-PyTorch references.
+
+The amortised posterior is the conditional planar transform of the flows
+(:class:`dgm_ext.flows.ConditionalPlanarTransform`, context = encoder features): the same
+head (:func:`~dgm_ext.flows.planar.planar_head`), parameter layout
+(:func:`~dgm_ext.flows.planar.split_planar_params`) and per-row application
+(:func:`~dgm_ext.flows.planar.planar_flow_amortized`); it keeps its own ``head`` attribute, so
+the VAE's state-dict keys are unchanged.
 """
 
 from __future__ import annotations
 
-import math
 from types import ModuleType
 
 import torch
 from torch import Tensor, nn
 
-from dgm_ext.flows.planar import planar_u_hat
+from dgm_ext.flows.planar import (
+    planar_flow_amortized,
+    planar_head,
+    planar_u_hat,
+    split_planar_params,
+)
 
 __all__ = ["PlanarPosterior", "planar_u_hat"]
 
@@ -32,7 +43,8 @@ class PlanarPosterior(nn.Module):
     """K planar layers on top of the encoder Gaussian.
 
     ``amortized=True``: a linear head maps the encoder features ``h`` to per-example
-    ``(u, w, b)``, applied with ``ops.planar_flow_rows``; ``amortized=False``: global
+    ``(u, w, b)``, applied with ``ops.planar_flow_rows`` (as
+    :class:`~dgm_ext.flows.ConditionalPlanarTransform` does); ``amortized=False``: global
     parameters, applied with ``ops.planar_flow``.
     """
 
@@ -44,9 +56,7 @@ class PlanarPosterior(nn.Module):
             raise ValueError(f"length (number of planar layers) must be >= 1, got {length}")
         self.latent_dim, self.length, self.amortized = latent_dim, length, amortized
         if amortized:
-            self.head = nn.Linear(feature_dim, length * (2 * latent_dim + 1))
-            nn.init.normal_(self.head.weight, std=1e-3)
-            nn.init.zeros_(self.head.bias)
+            self.head = planar_head(feature_dim, length, latent_dim)
         else:
             self.u = nn.Parameter(torch.randn(length, latent_dim) * 0.01)
             self.w = nn.Parameter(torch.randn(length, latent_dim) * 0.01)
@@ -56,12 +66,7 @@ class PlanarPosterior(nn.Module):
         """Raw ``(u, w, b)``: per example (B, K, d)/(B, K) when amortised, else (K, d)/(K,)."""
         if not self.amortized:
             return self.u, self.w, self.b
-        d, k = self.latent_dim, self.length
-        p = self.head(h)
-        u = p[..., : k * d].unflatten(-1, (k, d))
-        w = p[..., k * d : 2 * k * d].unflatten(-1, (k, d))
-        b = p[..., 2 * k * d :]
-        return u, w, b
+        return split_planar_params(self.head(h), self.length, self.latent_dim)
 
     def forward(self, z0: Tensor, h: Tensor, ops: ModuleType) -> tuple[Tensor, Tensor]:
         """Push ``z0`` (*S, *B, d) through the flow; returns ``(z_K, logdet (*S, *B))``.
@@ -70,24 +75,8 @@ class PlanarPosterior(nn.Module):
         apply to all its samples ``*S`` (``ops.planar_flow_rows``, parameters not expanded).
         """
         u, w, b = self.params(h)
-        u_hat = planar_u_hat(u, w)
-        d, k = self.latent_dim, self.length
-        if not self.amortized:
-            flat = z0.reshape(-1, d)
-            zk, logdet = ops.planar_flow(flat.contiguous(), u_hat, w, b)
-            return zk.reshape(z0.shape), logdet.reshape(z0.shape[:-1])
-        batch = tuple(u.shape[:-2])
-        if z0.dim() < len(batch) + 1 or tuple(z0.shape[-1 - len(batch) : -1]) != batch:
-            raise ValueError(
-                f"z0 {tuple(z0.shape)} must end with the batch shape {batch} of h and the "
-                f"latent dimension {d}"
-            )
-        n = math.prod(batch)
-        samples = z0.shape[: z0.dim() - 1 - len(batch)]
-        zk, logdet = ops.planar_flow_rows(
-            z0.reshape(*samples, n, d),
-            u_hat.reshape(n, k, d),
-            w.reshape(n, k, d),
-            b.reshape(n, k),
-        )
+        if self.amortized:
+            return planar_flow_amortized(z0, u, w, b, ops)
+        flat = z0.reshape(-1, self.latent_dim)
+        zk, logdet = ops.planar_flow(flat.contiguous(), planar_u_hat(u, w), w, b)
         return zk.reshape(z0.shape), logdet.reshape(z0.shape[:-1])
