@@ -9,6 +9,7 @@ from dgm_ext import _console, _extension
 _C = _extension.load(__name__, list(__path__))
 
 from dgm_ext import ops  # noqa: E402  (registers fake kernels on the loaded extension)
+from dgm_ext.networks import register_network  # noqa: E402  (users' networks in models)
 from dgm_ext.persistence import load  # noqa: E402  (any model file -> its model)
 
 _console.install()
@@ -26,4 +27,4 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
-__all__ = ["__version__", "build_info", "load", "ops"]
+__all__ = ["__version__", "build_info", "load", "ops", "register_network"]

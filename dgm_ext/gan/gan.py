@@ -42,8 +42,9 @@ from dgm_ext.gan.models import (
     MLPGenerator,
     dcgan_levels,
 )
+from dgm_ext.networks import build_network, network_spec
 from dgm_ext.ops import resolve_ops
-from dgm_ext.persistence import GAN_FORMAT, read, read_family, write_model_file
+from dgm_ext.persistence import GAN_FORMAT, read_family, write_model_file
 
 __all__ = ["GAN", "GANConfig", "load_gan", "save_gan"]
 
@@ -67,6 +68,8 @@ class GANConfig:
     CPU it is refused at the first training step of a multi-process run, and a single process
     uses it as plain BatchNorm). Without it each rank normalises with its own batch's
     statistics and the trainer broadcasts rank 0's running statistics before each step.
+    ``generator`` / ``critic``: a user's registered network (``{"name": ..., "kwargs":
+    {...}}`` or a name; contracts in :mod:`dgm_ext.networks`) instead of ``arch``'s.
     """
 
     arch: str = "mlp"
@@ -85,10 +88,16 @@ class GANConfig:
     sync_batchnorm: bool = False
     num_classes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    generator: dict[str, Any] | None = None
+    critic: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(s) for s in self.image_shape)
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        for role in ("generator", "critic"):
+            spec = getattr(self, role)
+            if spec is not None:
+                setattr(self, role, network_spec(spec, f"GANConfig.{role}"))
         if self.arch not in ARCHS:
             raise ValueError(f"GANConfig.arch must be one of {ARCHS}, got {self.arch!r}")
         if self.loss not in CRITIC_LOSSES:
@@ -135,24 +144,37 @@ class GANConfig:
         """JSON-friendly dict (tuples as lists)."""
         d = dataclasses.asdict(self)
         d["image_shape"], d["betas"] = list(self.image_shape), list(self.betas)
+        for role in ("generator", "critic"):  # only when set: files earlier versions read
+            if d[role] is None:
+                del d[role]
         return d
 
 
 def build_networks(config: GANConfig) -> tuple[nn.Module, nn.Module]:
-    """The generator and critic that ``config`` describes."""
+    """The generator and critic that ``config`` describes: a user's registered network for
+    ``config.generator`` / ``config.critic`` (:mod:`dgm_ext.networks`), else ``arch``'s."""
+    return _generator(config), _critic(config)
+
+
+def _generator(config: GANConfig) -> nn.Module:
+    if config.generator is not None:
+        return build_network(config.generator, "generator")
+    if config.arch == "mlp":
+        return MLPGenerator(config.z_dim, config.image_shape, config.num_classes)
+    channels, size = config.image_shape[0], config.image_shape[1]
+    return DCGANGenerator(config.z_dim, config.width, channels, size, config.num_classes)
+
+
+def _critic(config: GANConfig) -> nn.Module:
+    if config.critic is not None:
+        return build_network(config.critic, "critic")
     if config.arch == "mlp":
         n = 1
         for s in config.image_shape:
             n *= s
-        return (
-            MLPGenerator(config.z_dim, config.image_shape, config.num_classes),
-            MLPDiscriminator(n, config.dropout, config.num_classes),
-        )
+        return MLPDiscriminator(n, config.dropout, config.num_classes)
     channels, size = config.image_shape[0], config.image_shape[1]
-    return (
-        DCGANGenerator(config.z_dim, config.width, channels, size, config.num_classes),
-        DCGANCritic(config.width, channels, config.spectral_norm, size, config.num_classes),
-    )
+    return DCGANCritic(config.width, channels, config.spectral_norm, size, config.num_classes)
 
 
 class GAN(nn.Module):
@@ -380,11 +402,3 @@ def gan_from_blob(blob: dict[str, Any], ops: ModuleType | str | None = None) -> 
 def load_gan(path: str | Path, ops: ModuleType | str | None = None) -> GAN:
     """Load a GAN written by :func:`save_gan` (``weights_only=True``), in eval mode."""
     return gan_from_blob(read_family(path, FORMAT), ops)
-
-
-def is_gan_file(path: str | Path) -> bool:
-    """True when ``path`` is a file written by :func:`save_gan`."""
-    try:
-        return read(path).tag == FORMAT
-    except (OSError, ValueError):
-        return False

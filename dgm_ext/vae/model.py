@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dgm_ext.networks import build_network, network_spec
 from dgm_ext.ops import resolve_ops
 from dgm_ext.persistence import VAE_FORMAT, read_family, write_model_file
 from dgm_ext.vae.likelihoods import Likelihood, make_likelihood
@@ -46,6 +47,8 @@ class VAEConfig:
     ``num_classes``: 0 (unconditional) or K >= 2 for a class-conditional VAE (labels one-hot
     into encoder and decoder, see :mod:`dgm_ext.vae.networks`); an amortised flow then reads
     the encoder features, which see the label, so the flow is conditional too.
+    ``encoder`` / ``decoder``: a user's registered network (``{"name": ..., "kwargs": {...}}``
+    or a name, see :mod:`dgm_ext.networks` for the contracts) instead of ``arch``'s.
     """
 
     arch: str = "mlp"
@@ -59,6 +62,8 @@ class VAEConfig:
     flow_amortized: bool = True
     num_classes: int = 0
     image_shape: tuple[int, int, int] = MNIST_SHAPE
+    encoder: dict[str, Any] | None = None
+    decoder: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         shape = self.image_shape
@@ -69,6 +74,10 @@ class VAEConfig:
         ):
             raise ValueError(f"image_shape must be (C, H, W) of positive ints, got {shape!r}")
         self.image_shape = tuple(shape)
+        for role in ("encoder", "decoder"):
+            spec = getattr(self, role)
+            if spec is not None:
+                setattr(self, role, network_spec(spec, role))
         if self.arch == "conv":
             check_conv_shape(self.image_shape)
         if self.arch not in ARCHITECTURES:
@@ -94,6 +103,9 @@ class VAEConfig:
             del d["image_shape"]
         else:
             d["image_shape"] = list(self.image_shape)
+        for role in ("encoder", "decoder"):
+            if d[role] is None:
+                del d[role]
         return d
 
     @property
@@ -121,24 +133,37 @@ class VAE(nn.Module):
             config.likelihood, config.num_pixels, config.categories, config.binarize
         )
         k, shape = config.num_classes, config.image_shape
-        self.encoder = make_encoder(
-            config.arch, config.latent_dim, config.hidden, num_classes=k, image_shape=shape
-        )
-        self.decoder = make_decoder(
-            config.arch,
-            config.latent_dim,
-            self.likelihood.n_params,
-            config.hidden,
-            config.decoder_shift,
-            num_classes=k,
-            image_shape=shape,
+        if config.encoder is not None:  # a user's network (dgm_ext.networks)
+            self.encoder = build_network(config.encoder, "encoder")
+        else:
+            self.encoder = make_encoder(
+                config.arch, config.latent_dim, config.hidden, num_classes=k, image_shape=shape
+            )
+        self.decoder = (
+            build_network(config.decoder, "decoder")
+            if config.decoder
+            else make_decoder(
+                config.arch,
+                config.latent_dim,
+                self.likelihood.n_params,
+                config.hidden,
+                config.decoder_shift,
+                num_classes=k,
+                image_shape=shape,
+            )
         )
         self.flow: PlanarPosterior | None = None
+        if config.flow_length > 0 and config.flow_amortized:
+            if not isinstance(getattr(self.encoder, "feature_dim", None), int):
+                raise ValueError(
+                    "flow_length > 0 with an amortised flow reads the encoder's features: the "
+                    "encoder must return (mu, logvar, h) and have an int feature_dim"
+                )
         if config.flow_length > 0:
             self.flow = PlanarPosterior(
                 config.latent_dim,
                 config.flow_length,
-                self.encoder.feature_dim,
+                getattr(self.encoder, "feature_dim", 0),
                 amortized=config.flow_amortized,
             )
         self.set_ops(ops)
@@ -258,10 +283,16 @@ class VAE(nn.Module):
             images = images.to(torch.float32) / 255.0
         images = images.to(self.device, torch.float32)
         # unconditional networks are called as before (and user encoders need no y)
-        return self.encoder(images) if y is None else self.encoder(images, y)
+        out = self.encoder(images) if y is None else self.encoder(images, y)
+        if len(out) == 2:  # a user's encoder without features (dgm_ext.networks contract)
+            return out[0], out[1], None
+        return out
 
     def _decode(self, z: Tensor, y: Tensor | None) -> Tensor:
-        return self.decoder(z) if y is None else self.decoder(z, y)
+        out = self.decoder(z) if y is None else self.decoder(z, y)
+        if out.dim() == z.dim():  # (*B, D): one parameter per value
+            out = out.unsqueeze(-2)
+        return out
 
     def log_prior(self, z: Tensor) -> Tensor:
         """log N(z; 0, I) summed over the latent dimension."""
