@@ -133,6 +133,12 @@ register(
     data=("mnist",),
 )
 register(
+    "conditional-mnist",
+    "dgm_ext.experiments.conditional_mnist",
+    "class-conditional VAE and GAN vs unconditional twins: sample accuracy, per-class FID/KID",
+    data=("mnist",),
+)
+register(
     "cifar10-gan",
     "dgm_ext.experiments.cifar10_gan",
     "DCGAN on CIFAR-10: JSD/W1 with spectral norm or R1 (--run jsd-1..w1-3), IS/FID/KID",
