@@ -17,6 +17,7 @@ from dgm_ext.recipes.options import (
     add_training,
     check_counts,
     out_dir,
+    run_context,
     trainer_options,
 )
 
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from dgm_ext.data import ImageDataset
-    from dgm_ext.experiments.common import RunContext, prepare_run_dir
+    from dgm_ext.experiments.common import prepare_run_dir
     from dgm_ext.experiments.gan_common import GANTraining, SampleQuality, grid_epochs
     from dgm_ext.gan import GAN
 
@@ -163,11 +164,7 @@ def run(args: argparse.Namespace) -> dict:
     save_options(out, RECIPE, args)
     every = args.metrics_every
     at = {e for e in range(1, args.epochs + 1) if every and e % every == 0} | {args.epochs}
-    ctx = RunContext(
-        name="train-gan", out=out, seed=args.seed, data_root=args.data_root, ops=args.ops,
-        progress=not args.no_progress, device=args.device, fresh=args.fresh,
-        verify=not args.no_verify, trainer=trainer,
-    )  # fmt: skip
+    ctx = run_context(args, "train-gan", out, trainer)
     quality = SampleQuality(space, reference[: args.n], args.n) if space is not None else None
     training = GANTraining(
         ctx, GAN(config, ops=args.ops), out, epochs=args.epochs, batch_size=args.batch_size,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "COMPILE_MODES",
@@ -23,6 +24,7 @@ __all__ = [
     "check_counts",
     "check_rates",
     "out_dir",
+    "run_context",
     "setup",
     "trainer_options",
 ]
@@ -230,3 +232,25 @@ def out_dir(args: argparse.Namespace, name: str) -> Path:
     from dgm_ext.experiments.common import check_run_dir, default_run_dir
 
     return check_run_dir(args.out if args.out is not None else default_run_dir(name))
+
+
+def run_context(args: argparse.Namespace, name: str, out: Path, trainer: dict) -> Any:
+    """The :class:`~dgm_ext.experiments.common.RunContext` of a ``train`` command's options
+    (``trainer``: its checked TrainerConfig settings); options a command lacks keep their
+    defaults (no ``--compile``: eager; no ``--data-seed``: 0)."""
+    from dgm_ext.experiments.common import RunContext
+
+    return RunContext(
+        name=name,
+        out=out,
+        seed=args.seed,
+        data_seed=getattr(args, "data_seed", 0),
+        data_root=args.data_root,
+        ops=args.ops,
+        progress=not args.no_progress,
+        device=args.device,
+        fresh=args.fresh,
+        compile=getattr(args, "compile", None),
+        verify=not args.no_verify,
+        trainer=trainer,
+    )

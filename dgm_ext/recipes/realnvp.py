@@ -17,6 +17,7 @@ from dgm_ext.recipes.options import (
     check_counts,
     check_rates,
     out_dir,
+    run_context,
     trainer_options,
 )
 
@@ -98,7 +99,7 @@ def _config(args: argparse.Namespace, image_shape: tuple[int, int, int]) -> Any:
 
 def run(args: argparse.Namespace) -> dict:
     """Train, save ``model.pt``, metrics and grids; val and test bits/dim."""
-    from dgm_ext.experiments.common import RunContext, prepare_run_dir
+    from dgm_ext.experiments.common import prepare_run_dir
     from dgm_ext.experiments.gan_common import grid_epochs
     from dgm_ext.experiments.realnvp_mnist import FlowTraining, epoch_seconds
     from dgm_ext.flows.image import evaluate_bits_per_dim
@@ -117,19 +118,7 @@ def run(args: argparse.Namespace) -> dict:
     train, val, test = data.train, data.val, data.test
     prepare_run_dir(out, args.fresh)  # options and data first: nothing is created before
     save_options(out, RECIPE, args)
-    ctx = RunContext(
-        name="train-realnvp",
-        out=out,
-        seed=args.seed,
-        data_root=args.data_root,
-        ops=args.ops,
-        progress=not args.no_progress,
-        device=args.device,
-        fresh=args.fresh,
-        compile=args.compile,
-        verify=not args.no_verify,
-        trainer=trainer,
-    )
+    ctx = run_context(args, "train-realnvp", out, trainer)
     training = FlowTraining(
         ctx,
         model,

@@ -16,6 +16,7 @@ from dgm_ext.recipes.options import (
     check_counts,
     check_rates,
     out_dir,
+    run_context,
     trainer_options,
 )
 
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
     """Train, save ``model.pt``, evaluate the val ELBO (and test log p(x) with ``--k``)."""
     import json
 
-    from dgm_ext.experiments.common import RunContext, fit_model, prepare_run_dir
+    from dgm_ext.experiments.common import fit_model, prepare_run_dir
     from dgm_ext.vae import VAEConfig, build_vae, evaluate_elbo, evaluate_log_likelihood, save_vae
 
     variant = args.variant if args.variant is not None else default_variant(args.likelihood)
@@ -89,20 +90,7 @@ def run(args: argparse.Namespace) -> dict:
     check_rates(args, "lr")
     check_data(args)
     out = out_dir(args, "vae")
-    ctx = RunContext(
-        name="train-vae",
-        out=out,
-        seed=args.seed,
-        data_seed=args.data_seed,
-        data_root=args.data_root,
-        ops=args.ops,
-        progress=not args.no_progress,
-        device=args.device,
-        fresh=args.fresh,
-        compile=args.compile,
-        verify=not args.no_verify,
-        trainer=trainer_options(args),
-    )
+    ctx = run_context(args, "train-vae", out, trainer_options(args))
     data = load_training_data(args, variant)
     if args.conditional and data.num_classes < 2:
         raise ValueError(
