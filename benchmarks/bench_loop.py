@@ -151,10 +151,19 @@ def _info(benchmark, provider: str) -> None:
 
 
 def _trainer_rounds(
-    benchmark, model, images: Tensor, variant: str, rounds: int, **config
+    benchmark,
+    model,
+    images: Tensor,
+    variant: str,
+    rounds: int,
+    labels: Tensor | None = None,
+    **config,
 ) -> list[dict]:
-    """Time ``rounds`` epochs of ``model`` in the Trainer, each continuing the same run."""
-    data = ImageDataset(images, torch.zeros(images.shape[0], dtype=torch.long), variant)
+    """Time ``rounds`` epochs of ``model`` in the Trainer, each continuing the same run
+    (``labels``: the images' classes, for class-conditional models; default zeros)."""
+    if labels is None:
+        labels = torch.zeros(images.shape[0], dtype=torch.long)
+    data = ImageDataset(images, labels, variant)
     tmp = tempfile.TemporaryDirectory()
     epochs = iter(range(1, 10**6))
 

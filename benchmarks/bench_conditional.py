@@ -1,0 +1,65 @@
+"""A class-conditional model's training cost against the unconditional one (issue 25).
+
+    pytest benchmarks/bench_conditional.py --benchmark-json=run1.json
+    python benchmarks/repeats.py run1.json run2.json run3.json --subject conditional
+
+Same settings in both providers, only ``num_classes`` differs (10: the one-hot label into the
+VAE's encoder and decoder; conditional BatchNorm in the GAN's generator and the projection
+critic); both run the same fused ops. One round is one Trainer epoch over the first MNIST
+training images (``bench_loop``'s harness: progress bar, NaN guard, metrics, a checkpoint per
+epoch, each round continuing the run):
+
+* VAE: vae-mlp's 784-500-20, Bernoulli decoder, statically binarised images, batch 128;
+* GAN: gan-mnist's MLP GAN, non-saturating JSD, batch 64, grey images.
+
+The issue's target: a conditional step within 10 % of the unconditional one, i.e. the
+same-run ratio ``median(unconditional) / median(conditional)`` >= 0.9.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from bench_loop import QUICK, _images, _info, _trainer_rounds
+
+from dgm_ext.gan.gan import GAN, GANConfig
+from dgm_ext.vae import build_vae
+
+PROVIDERS = ["unconditional", "conditional"]
+VAE_IMAGES = 1024 if QUICK else 10_240  # 80 steps of 128
+GAN_IMAGES = 512 if QUICK else 6400  # 100 steps of 64
+ROUNDS = 2 if QUICK else 5
+
+
+def _labelled(variant: str, n: int):
+    from dgm_ext.data import load_mnist
+
+    images = _images(variant, n)
+    labels = load_mnist("train", variant, download=False).labels[:n].clone()
+    return images, labels
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_vae_epoch(benchmark, provider: str) -> None:
+    images, labels = _labelled("static", VAE_IMAGES)
+    benchmark.group = f"conditional vae epoch | 784-500-20, batch 128, {VAE_IMAGES} images"
+    _info(benchmark, provider)
+    torch.manual_seed(0)
+    k = 10 if provider == "conditional" else 0
+    model = build_vae(arch="mlp", latent_dim=20, hidden=500, num_classes=k)
+    rows = _trainer_rounds(benchmark, model, images, "static", ROUNDS, batch_size=128,
+                           labels=labels)  # fmt: skip
+    assert torch.isfinite(torch.tensor(rows[-1]["train_loss"]))
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_gan_epoch(benchmark, provider: str) -> None:
+    images, labels = _labelled("grey", GAN_IMAGES)
+    benchmark.group = f"conditional gan epoch | mlp, batch 64, {GAN_IMAGES} images"
+    _info(benchmark, provider)
+    torch.manual_seed(0)
+    k = 10 if provider == "conditional" else 0
+    model = GAN(GANConfig(arch="mlp", image_shape=(1, 28, 28), num_classes=k))
+    rows = _trainer_rounds(benchmark, model, images, "grey", ROUNDS, batch_size=64,
+                           labels=labels)  # fmt: skip
+    assert torch.isfinite(torch.tensor(rows[-1]["train_generator_loss"]))
