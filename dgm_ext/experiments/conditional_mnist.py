@@ -2,9 +2,11 @@
 
 Four models, each pair trained with the same settings, once with the label and once without:
 
-* VAE: the vae-mlp network (784-500-L, L = 20, Bernoulli decoder, dynamically binarised
-  images, Adam 1e-3, batch 128); conditional: the one-hot label into encoder and decoder
-  (Sohn et al. 2015);
+* VAE: the vae-mlp network with a small latent space (784-500-L, L = 4, Bernoulli decoder,
+  dynamically binarised images, Adam 1e-3, batch 128); conditional: the one-hot label into
+  encoder and decoder (Sohn et al. 2015). L = 4 because a larger code carries the class itself
+  and the decoder then partly ignores the label: probes on this setup gave 86.6 % accuracy at
+  L = 20 (30 epochs) and 86 % at L = 8 (10 epochs), against 96 % at L = 4 (10 epochs);
 * GAN: the gan-mnist MLP GAN (non-saturating JSD, batch 64, Adam 2e-4 (0.5, 0.999), z = 100,
   images in [-1, 1]); conditional: the label into the generator (conditional BatchNorm) and the
   critic (projection discriminator, Miyato & Koyama 2018).
@@ -34,6 +36,7 @@ from torch import Tensor
 from dgm_ext.experiments.common import RunContext, Table
 
 VAE_EPOCHS, GAN_EPOCHS = 30, 50
+LATENT = 4  # the VAEs' latent size (see the module docstring)
 
 
 def _per_class(space: Any, test: Any, samples: Tensor, labels: Tensor) -> list[dict[str, float]]:
@@ -102,7 +105,7 @@ def run(ctx: RunContext) -> dict:
             torch.manual_seed(ctx.seed)
             k = 10 if conditional else 0
             if family == "vae":
-                model: Any = build_vae(arch="mlp", latent_dim=20, likelihood="bernoulli",
+                model: Any = build_vae(arch="mlp", latent_dim=LATENT, likelihood="bernoulli",
                                        num_classes=k, ops=ctx.ops)  # fmt: skip
                 data = ImageDataset(images, labels, "dynamic", name="mnist-60k")
                 rows = fit_model(ctx, model, data, None, ctx.out / name, vae_epochs, 128, 1e-3)
@@ -147,8 +150,8 @@ def run(ctx: RunContext) -> dict:
                 sum(finite) / len(finite) if finite else float("nan"), *fids]  # fmt: skip
 
     note = (
-        f"{len(images)} training images; VAE {vae_epochs} epochs (784-500-20, Bernoulli, dynamic "
-        f"binarisation), GAN {gan_epochs} epochs (MLP, non-saturating JSD). Shipped MNIST "
+        f"{len(images)} training images; VAE {vae_epochs} epochs (784-500-{LATENT}, Bernoulli, "
+        f"dynamic binarisation), GAN {gan_epochs} epochs (MLP, non-saturating JSD). Shipped MNIST "
         f"classifier: accuracy = share of a conditional model's class-c samples labelled c; "
         f"overall FID/KID of {10 * per_class} samples vs the 10 000 test images; per-class FID "
         f"of the samples of class c (conditional: asked for c; unconditional: labelled c by the "
