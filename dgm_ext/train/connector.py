@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from .checkpoint import atomic_copy, atomic_save, get_rng_state, seed_everything, set_rng_state
 from .ema import ModelEMA
+from .guard import sigint_deferred
 from .records import MetricAccumulator
 from .resume import (
     CHECKPOINT_FORMAT,
@@ -96,9 +97,11 @@ class CheckpointConnector:
                 bad, aside = self.corrupt_last
                 if bad.is_file():  # keep the unreadable file for inspection, never overwrite it
                     os.rename(bad, unused_path(aside))
-            atomic_save(state, last)
-            # from here on last.pt is this state, even if Ctrl-C lands in the copies below
-            self.last_good = (last, t.epoch, t.global_step)
+            # a Ctrl-C during the write waits for it and for its record (a SIGINT between the
+            # rename and the record once reported "no checkpoint" beside a good last.pt)
+            with sigint_deferred():
+                atomic_save(state, last)
+                self.last_good = (last, t.epoch, t.global_step)
             if improved:
                 atomic_copy(last, t.checkpoint_dir / "best.pt")
             if t.config.keep_last and acc is None:

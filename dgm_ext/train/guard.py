@@ -3,13 +3,48 @@ same step with the same message) and Ctrl-C, each reported with the checkpoint t
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["NonFiniteLossError", "TrainingInterrupted", "describe_non_finite", "non_finite_message"]
+__all__ = [
+    "NonFiniteLossError",
+    "TrainingInterrupted",
+    "describe_non_finite",
+    "non_finite_message",
+    "sigint_deferred",
+]
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold back SIGINT (Ctrl-C) inside the block and act on it right after: a checkpoint
+    written and recorded in the block is never reported as missing because the interrupt
+    landed between the file's rename and the bookkeeping. The SIGINT handler is swapped for
+    one that only notes the signal (a signal mask would not do: torch's threads would take the
+    signal); after the block the previous handler gets it. Main thread only (signal handlers
+    live there); elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):  # Python's default raises KeyboardInterrupt here
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
