@@ -29,3 +29,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def data_env(monkeypatch):
+    """``$DGM_EXT_DATA`` set to the tests' data folder (commands run in-process read it), and
+    torch's thread count restored after (the CLI's ``--threads`` sets it)."""
+    monkeypatch.setenv("DGM_EXT_DATA", str(_data.DATA))
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 from _data import DATA, needs_mnist
 from _train_helpers import subprocess_env
@@ -18,14 +17,6 @@ from dgm_ext.vae import model as vae_model
 
 TINY = ["--latent-dim", "4", "--hidden", "32", "--batch-size", "32", "--train-size", "64",
         "--val-size", "32", "--threads", "1", "--no-progress"]  # fmt: skip
-
-
-@pytest.fixture
-def data_env(monkeypatch):
-    monkeypatch.setenv("DGM_EXT_DATA", str(DATA))
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 @needs_mnist

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from _data import DATA, needs_mnist
+from _data import needs_mnist
 
 from dgm_ext.cli import main
 from dgm_ext.persistence import read
@@ -17,14 +16,6 @@ TINY_VAE = ["--latent-dim", "4", "--hidden", "32", "--epochs", "1", "--batch-siz
             "--train-size", "64", "--val-size", "32", "--threads", "1"]  # fmt: skip
 TINY_GAN = ["--epochs", "1", "--batch-size", "32", "--train-size", "64", "--z-dim", "8",
             "--threads", "1", "--no-progress", "--n", "32"]  # fmt: skip
-
-
-@pytest.fixture
-def data_env(monkeypatch):
-    monkeypatch.setenv("DGM_EXT_DATA", str(DATA))
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def _trainer(run) -> dict:
