@@ -21,6 +21,7 @@ from dgm_ext.flows import (
     ComposedTransform,
     ConditionalPlanarTransform,
     DiagonalGaussian,
+    FactorOutTransform,
     InverseTransform,
     LogitTransform,
     PermutationTransform,
@@ -122,6 +123,19 @@ def _cases(ops: str) -> list[tuple[str, Transform, Tensor, Tensor | None]]:
             None,
         ),
         ("squeeze", SqueezeTransform(), randn(3, 1, 2, 4), None),
+        (
+            "factor-out-conditional",  # the second half of the channels through a coupling
+            FactorOutTransform(
+                _perturb(
+                    AffineCouplingTransform(
+                        channel_mask(2), ConvCouplingNet(2, 4, 1, 3), True, ops
+                    ).double(),
+                    0.3,
+                )
+            ),
+            randn(3, 4, 2, 2),
+            randn(3, 3),
+        ),
         ("permutation", PermutationTransform([2, 0, 3, 1]), randn(3, 4), None),
         ("reversal", PermutationTransform.reversal(5), randn(3, 5), None),
         ("logit", LogitTransform(0.05), pixels, None),

@@ -91,7 +91,9 @@ class FlowTraining(TrainingRun):
         device, dtype = self.model._like()
         was_training = self.model.training
         self.model.eval()
-        images, _ = self.model.inverse(self.z_grid.to(device, dtype))
+        k = self.model.num_classes  # a conditional flow: the classes in turn
+        context = self.model.context_for(torch.arange(25) % k, 25) if k else None
+        images, _ = self.model.inverse(self.z_grid.to(device, dtype), context)
         self.model.train(was_training)
         return images.clamp(0, 1)
 

@@ -10,8 +10,8 @@ distributions, planar flows, 2-D densities and fits, RealNVP on images.
 * :mod:`~dgm_ext.flows.transforms`: every transform in one place: :class:`PlanarTransform`,
   :class:`ConditionalPlanarTransform` (per-example planar layers from a context, the amortised
   VAE posterior's flow), :class:`AffineCouplingTransform` (conditional when its net has a
-  ``context_dim``), :class:`SqueezeTransform`, :class:`PermutationTransform`,
-  :class:`LogitTransform`;
+  ``context_dim``), :class:`SqueezeTransform`, :class:`FactorOutTransform`,
+  :class:`PermutationTransform`, :class:`LogitTransform`;
 * :mod:`~dgm_ext.flows.planar`: :class:`PlanarFlow` (û, fused op, numerical inverse; on a
   :class:`PlanarTransform`);
 * :mod:`~dgm_ext.flows.densities`: U1–U4, arcs, sine: energies, exact samplers, log Z and
@@ -22,9 +22,9 @@ distributions, planar flows, 2-D densities and fits, RealNVP on images.
   residual conv nets (fused ``affine_coupling`` op);
 * :mod:`~dgm_ext.flows.image`: :class:`ImageFlow` (dequantisation, logit transform,
   bits/dim with every Jacobian term), :func:`evaluate_bits_per_dim`;
-* :mod:`~dgm_ext.flows.realnvp`: :class:`MLPRealNVP`, :class:`MultiScaleRealNVP` (couplings
-  chained in :class:`ComposedTransform` compositions), :class:`RealNVPConfig`,
-  :func:`build_realnvp`, save/load.
+* :mod:`~dgm_ext.flows.realnvp`: :class:`MLPRealNVP`, :class:`MultiScaleRealNVP` (each one
+  :class:`ComposedTransform` of couplings, squeezes and factor-outs), :class:`RealNVPConfig`
+  (``num_classes``: class-conditional), :func:`build_realnvp`, save/load.
 
 Composing a flow: ``TransformedFlow(ComposedTransform(PlanarTransform(2), PlanarTransform(2)),
 DiagonalGaussian((2,)))``; a conditional one: ``TransformedFlow(ComposedTransform(
@@ -66,6 +66,7 @@ from dgm_ext.flows.realnvp import (
 from dgm_ext.flows.transforms import (
     AffineCouplingTransform,
     ConditionalPlanarTransform,
+    FactorOutTransform,
     LogitTransform,
     PermutationTransform,
     PlanarTransform,
@@ -80,6 +81,7 @@ __all__ = [
     "Density2D",
     "DiagonalGaussian",
     "Distribution",
+    "FactorOutTransform",
     "FitResult",
     "Flow",
     "ImageFlow",

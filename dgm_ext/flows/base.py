@@ -59,7 +59,7 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
     return -0.5 * (flat * flat).sum(1) - 0.5 * flat.shape[1] * _LOG_2PI
 
 
-def _check_sample_args(n: int, temperature: float) -> None:
+def check_sample_args(n: int, temperature: float) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)) or (
@@ -210,7 +210,7 @@ class StandardNormal(Distribution):
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         """``n`` draws of ``N(0, temperature² I)``."""
-        _check_sample_args(n, temperature)
+        check_sample_args(n, temperature)
         device, dtype = self._like()
         return torch.randn(n, *self.event_shape, device=device, dtype=dtype) * temperature
 
@@ -234,7 +234,7 @@ class DiagonalGaussian(Distribution):
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         """``loc + temperature · exp(log_scale) · ε``, ``ε ~ N(0, I)``."""
-        _check_sample_args(n, temperature)
+        check_sample_args(n, temperature)
         device, dtype = self._like()
         eps = torch.randn(n, *self.event_shape, device=device, dtype=dtype)
         return self.loc + (temperature * torch.exp(self.log_scale)) * eps
@@ -281,7 +281,7 @@ class Flow(nn.Module):
 
     def base_sample(self, n: int, temperature: float = 1.0) -> Tensor:
         """``n`` draws of ``N(0, temperature² I)`` on the flow's device and dtype."""
-        _check_sample_args(n, temperature)
+        check_sample_args(n, temperature)
         device, dtype = self._like()
         return torch.randn(n, *self.event_shape, device=device, dtype=dtype) * temperature
 

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dgm_ext.flows.base import Flow, Transform
+from dgm_ext.flows.base import Flow, Transform, check_sample_args, standard_normal_log_prob
+from dgm_ext.labels import batch_labels, check_labels, one_hot, sampling_labels
 
 __all__ = [
     "ImageFlow",
@@ -132,10 +133,21 @@ class ImageFlow(Flow):
     It also follows the Trainer's model contract: :meth:`training_step` takes a batch
     ``(levels, labels)`` (the ``levels`` variant of :func:`dgm_ext.data.load_mnist`),
     dequantises it with fresh noise and returns the mean bits/dim as ``loss`` and ``bpd``.
+
+    ``num_classes`` K >= 2 makes the flow class-conditional: the labels, one-hot, are the
+    context of the inner flow (built with ``context_dim=K``), so it models ``p(x | y)``;
+    training reads them from the batch, :meth:`log_prob`, :meth:`bits_per_dim` and
+    :meth:`sample` take ``labels``.
     """
 
-    def __init__(self, inner: Flow, alpha: float = 1e-5, levels: int = 256) -> None:
+    def __init__(
+        self, inner: Flow, alpha: float = 1e-5, levels: int = 256, num_classes: int = 0
+    ) -> None:
         super().__init__(inner.event_shape)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        if num_classes == 1:
+            raise ValueError("num_classes must be 0 (unconditional) or >= 2, got 1")
         if not 0.0 <= alpha < 0.5:
             raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
@@ -143,6 +155,7 @@ class ImageFlow(Flow):
         self.inner = inner
         self.logit = LogitTransform(alpha)
         self.levels = levels
+        self.num_classes = num_classes
         self.dims = math.prod(self.event_shape)
 
     @property
@@ -155,21 +168,42 @@ class ImageFlow(Flow):
         """The op backend of the inner flow (``dgm_ext.ops`` or its reference)."""
         return getattr(self.inner, "ops", None)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Dequantised images ``x̃`` → base: ``(z, log|det ∂z/∂x̃|)`` (logit + inner flow)."""
+    # -- labels (class-conditional flows) ----------------------------------------------------
+    def context_for(self, labels: int | Tensor | None, n: int) -> Tensor | None:
+        """The inner flow's context for ``n`` examples of ``labels``: one-hot ``(n, K)`` rows
+        for a class-conditional flow (labels required; an int: that class for all), ``None``
+        for an unconditional one (labels refused); see :func:`dgm_ext.labels.check_labels`."""
+        device, dtype = self._like()
+        y = check_labels(labels, n, self.num_classes, device, "flow")
+        return None if y is None else one_hot(y, self.num_classes, dtype)
+
+    # -- the two directions ----------------------------------------------------------------
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Dequantised images ``x̃`` → base: ``(z, log|det ∂z/∂x̃|)`` (logit + inner flow;
+        ``context``, e.g. :meth:`context_for`, goes to the inner flow)."""
         y, logdet_logit = self.logit(x)
-        z, logdet = self.inner(y)
+        z, logdet = self.inner(y) if context is None else self.inner(y, context)
         return z, logdet + logdet_logit
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Base → dequantised images: ``(x̃, log|det ∂x̃/∂z|)``."""
-        y, logdet = self.inner.inverse(z)
+        y, logdet = self.inner.inverse(z) if context is None else self.inner.inverse(z, context)
         x, logdet_sigmoid = self.logit.inverse(y)
         return x, logdet + logdet_sigmoid
 
-    def bits_per_dim(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+    def log_prob(self, x: Tensor, labels: int | Tensor | None = None) -> Tensor:
+        """``log q(x̃)`` per example in nats (``log q(x̃ | y)`` of a class-conditional flow,
+        which needs the ``labels``)."""
+        self.check_input(x)
+        z, logdet = self.forward(x, self.context_for(labels, x.shape[0]))
+        return standard_normal_log_prob(z) + logdet
+
+    def bits_per_dim(
+        self, x: Tensor, noise: Tensor | None = None, labels: int | Tensor | None = None
+    ) -> Tensor:
         """bits/dim per example of integer pixels ``x`` (shape ``(N, *event_shape)``), with
-        uniform dequantisation noise (drawn unless ``noise`` is given)."""
+        uniform dequantisation noise (drawn unless ``noise`` is given); a class-conditional
+        flow needs the images' ``labels``."""
         if isinstance(x, Tensor) and tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(
                 f"x must have shape (N, {', '.join(map(str, self.event_shape))}), "
@@ -180,16 +214,42 @@ class ImageFlow(Flow):
         if noise is None:
             noise = torch.rand(x.shape, device=device, dtype=dtype)
         x_tilde = dequantize(x, self.levels, noise.to(device, dtype))
-        return bits_per_dim(self.log_prob(x_tilde), self.dims, self.levels)
+        return bits_per_dim(self.log_prob(x_tilde, labels), self.dims, self.levels)
 
-    def sample_images(self, n: int, temperature: float = 1.0) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        temperature: float = 1.0,
+        labels: int | Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``n`` dequantised images ``inverse(z)``, ``z ~ N(0, T² I)`` (drawn from
+        ``generator`` when given). A class-conditional flow draws images of ``labels``
+        (``None``: uniform over the classes, from ``generator``; an int: that class; or one
+        label per image)."""
+        device, dtype = self._like()
+        if generator is None:
+            z = self.base_sample(n, temperature)
+        else:
+            check_sample_args(n, temperature)
+            z = torch.randn(n, *self.event_shape, generator=generator, device=generator.device)
+            z = z.to(device, dtype) * temperature
+        y = sampling_labels(n, labels, self.num_classes, device, "flow", generator)
+        context = None if y is None else one_hot(y, self.num_classes, dtype)
+        x, _ = self.inverse(z, context)
+        return x
+
+    def sample_images(
+        self, n: int, temperature: float = 1.0, labels: int | Tensor | None = None
+    ) -> Tensor:
         """``n`` samples as images in [0, 1] (clamped), shape ``(n, *event_shape)``."""
-        return self.sample(n, temperature).clamp(0.0, 1.0)
+        return self.sample(n, temperature, labels).clamp(0.0, 1.0)
 
     def training_step(self, batch: Any) -> dict[str, Tensor]:
         """Mean bits/dim of the batch's pixels (fresh dequantisation noise): ``loss`` = ``bpd``."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        bpd = self.bits_per_dim(x).mean()
+        y = batch_labels(batch, x.shape[0], self.num_classes, self._like()[0], "flow")
+        bpd = self.bits_per_dim(x, labels=y).mean()
         return {"loss": bpd, "bpd": bpd.detach()}
 
 
@@ -200,14 +260,24 @@ def evaluate_bits_per_dim(
     batch_size: int = 500,
     seed: int = 0,
     limit: int | None = None,
+    labels: Tensor | None = None,
 ) -> dict[str, float]:
     """Mean bits/dim (± standard error over examples) of integer-pixel ``images`` under
     ``model``, in eval mode, with dequantisation noise from a generator seeded by ``seed`` (so
-    the number is reproducible and independent of the global RNG)."""
+    the number is reproducible and independent of the global RNG). A class-conditional flow
+    is scored on ``-log₂ p(x | y)`` and needs the images' ``labels``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if model.num_classes and labels is None:
+        raise ValueError(
+            f"labels: a class-conditional flow (num_classes={model.num_classes}) is scored on "
+            "bits/dim given the labels; pass the images' labels"
+        )
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"labels: {len(labels)} labels for {len(images)} images")
     if limit is not None:
         images = images[:limit]
+        labels = None if labels is None else labels[:limit]
     if images.shape[0] == 0:
         raise ValueError("images: nothing to evaluate (0 images)")
     was_training = model.training
@@ -219,7 +289,8 @@ def evaluate_bits_per_dim(
         for i in range(0, images.shape[0], batch_size):
             x = images[i : i + batch_size]
             noise = torch.rand(x.shape, generator=gen, dtype=dtype)
-            values.append(model.bits_per_dim(x, noise).double().cpu())
+            y = None if labels is None else labels[i : i + batch_size]
+            values.append(model.bits_per_dim(x, noise, y).double().cpu())
     finally:
         model.train(was_training)
     v = torch.cat(values)

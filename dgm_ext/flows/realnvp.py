@@ -33,20 +33,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from dgm_ext.flows.base import ComposedTransform, Flow
+from dgm_ext.flows.base import ComposedTransform, Flow, Transform
 from dgm_ext.flows.coupling import (
     AffineCoupling,
     ConvCouplingNet,
     MaskedMLPCouplingNet,
     channel_mask,
     checkerboard_mask,
-    squeeze,
-    unsqueeze,
 )
 from dgm_ext.flows.image import ImageFlow
+from dgm_ext.flows.transforms import FactorOutTransform, SqueezeTransform
 from dgm_ext.ops import resolve_ops
 from dgm_ext.persistence import REALNVP_FORMAT, read, read_family, write_model_file
 
@@ -75,6 +73,7 @@ class MLPRealNVP(Flow):
         couplings: int = 8,
         hidden: int = 1024,
         ops: ModuleType | str | None = None,
+        context_dim: int = 0,
     ) -> None:
         super().__init__(event_shape)
         if couplings < 1 or hidden < 1:
@@ -84,16 +83,20 @@ class MLPRealNVP(Flow):
         dims = math.prod(self.event_shape)
         base = checkerboard_mask(h, w).expand(*self.event_shape[:-2], h, w).reshape(dims)
         masks = [base if k % 2 == 0 else 1.0 - base for k in range(couplings)]
+        self.context_dim = int(context_dim)
         self.layers = ComposedTransform(
-            *(AffineCoupling(m, MaskedMLPCouplingNet(m, hidden), ops=self.ops) for m in masks)
+            *(
+                AffineCoupling(m, MaskedMLPCouplingNet(m, hidden, self.context_dim), ops=self.ops)
+                for m in masks
+            )
         )
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z, logdet = self.layers(x.flatten(1))
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z, logdet = self.layers(x.flatten(1), context)
         return z.view_as(x), logdet
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        x, logdet = self.layers.inverse(z.flatten(1))
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x, logdet = self.layers.inverse(z.flatten(1), context)
         return x.view_as(z), logdet
 
 
@@ -108,6 +111,7 @@ class MultiScaleRealNVP(Flow):
         channels: int = 32,
         blocks: int = 2,
         ops: ModuleType | str | None = None,
+        context_dim: int = 0,
     ) -> None:
         super().__init__(event_shape)
         if len(self.event_shape) != 3:
@@ -122,13 +126,13 @@ class MultiScaleRealNVP(Flow):
             )
         self.ops = resolve_ops(ops)
         self.scales = scales
+        self.context_dim = int(context_dim)
         self.checker = nn.ModuleList()
         self.channel = nn.ModuleList()
 
         def coupling(mask: Tensor, in_ch: int) -> AffineCoupling:
-            return AffineCoupling(
-                mask, ConvCouplingNet(in_ch, channels, blocks), learn_scale=True, ops=self.ops
-            )
+            net = ConvCouplingNet(in_ch, channels, blocks, self.context_dim)
+            return AffineCoupling(mask, net, learn_scale=True, ops=self.ops)
 
         for i in range(scales):
             last = i == scales - 1
@@ -145,30 +149,35 @@ class MultiScaleRealNVP(Flow):
             )
             c, h, w = 2 * c, h // 2, w // 2
 
-    def _forward(self, x: Tensor, i: int) -> tuple[Tensor, Tensor]:
-        x, logdet = self.checker[i](x)
+        # The whole map as one composition of the modules above (not registered a second
+        # time, so the state dict keeps the keys checker.i / channel.i).
+        object.__setattr__(self, "_transform", self._scale(0))
+
+    def _scale(self, i: int) -> Transform:
+        """Scale ``i`` and everything after it: checkerboard couplings, then (but at the last
+        scale) squeeze, channel couplings, factor-out of half the channels with the next
+        scales on the other half, unsqueeze."""
         if i == self.scales - 1:
-            return x, logdet
-        x, ld = self.channel[i](squeeze(x))
-        z_out, rest = x.chunk(2, dim=1)
-        rest, ld_rest = self._forward(rest, i + 1)
-        return unsqueeze(torch.cat([z_out, rest], dim=1)), logdet + ld + ld_rest
+            return self.checker[i]
+        squeeze = SqueezeTransform()
+        return ComposedTransform(
+            self.checker[i],
+            squeeze,
+            self.channel[i],
+            FactorOutTransform(self._scale(i + 1)),
+            squeeze.inv,
+        )
 
-    def _inverse(self, z: Tensor, i: int) -> tuple[Tensor, Tensor]:
-        logdet = z.new_zeros(z.shape[0])
-        if i < self.scales - 1:
-            z_out, rest = squeeze(z).chunk(2, dim=1)
-            rest, logdet = self._inverse(rest, i + 1)
-            x, ld = self.channel[i].inverse(torch.cat([z_out, rest], dim=1))
-            z, logdet = unsqueeze(x), logdet + ld
-        x, ld = self.checker[i].inverse(z)
-        return x, logdet + ld
+    @property
+    def transform(self) -> Transform:
+        """The model's map (data → base) as one :class:`~dgm_ext.flows.base.Transform`."""
+        return self._transform
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self._forward(x, 0)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._transform(x, context)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self._inverse(z, 0)
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._transform.inverse(z, context)
 
 
 @dataclass
@@ -186,6 +195,7 @@ class RealNVPConfig:
     blocks: int = 2
     alpha: float = 1e-5
     levels: int = 256
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -198,11 +208,17 @@ class RealNVPConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.blocks < 0:
             raise ValueError(f"blocks must be >= 0, got {self.blocks}")
+        k = self.num_classes
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k == 1:
+            raise ValueError(f"num_classes must be 0 (unconditional) or an int >= 2, got {k!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python dict (JSON and ``weights_only`` friendly)."""
+        """Plain-Python dict (JSON and ``weights_only`` friendly); ``num_classes`` only for a
+        class-conditional model (so unconditional files are as before)."""
         d = dataclasses.asdict(self)
         d["image_shape"] = list(self.image_shape)
+        if not self.num_classes:
+            del d["num_classes"]
         return d
 
 
@@ -211,11 +227,12 @@ def build_realnvp(
 ) -> ImageFlow:
     """The :class:`ImageFlow` of ``config`` (or of ``RealNVPConfig(**kw)``)."""
     cfg = config if config is not None else RealNVPConfig(**kw)
+    k = cfg.num_classes
     if cfg.arch == "mlp":
-        inner: Flow = MLPRealNVP(cfg.image_shape, cfg.couplings, cfg.hidden, ops=ops)
+        inner: Flow = MLPRealNVP(cfg.image_shape, cfg.couplings, cfg.hidden, ops, k)
     else:
-        inner = MultiScaleRealNVP(cfg.image_shape, cfg.scales, cfg.channels, cfg.blocks, ops=ops)
-    model = ImageFlow(inner, alpha=cfg.alpha, levels=cfg.levels)
+        inner = MultiScaleRealNVP(cfg.image_shape, cfg.scales, cfg.channels, cfg.blocks, ops, k)
+    model = ImageFlow(inner, alpha=cfg.alpha, levels=cfg.levels, num_classes=k)
     model.config = cfg
     return model
 

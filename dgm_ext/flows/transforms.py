@@ -24,6 +24,8 @@ The transforms, each on the library's existing code (no second copy of the math)
   fused ``affine_coupling`` op with masks and coupling nets, conditional when the net is built
   with ``context_dim``;
 * :class:`SqueezeTransform`: space-to-depth (log-det 0);
+* :class:`FactorOutTransform`: the multi-scale factor-out: the first half of the channels
+  passes unchanged (straight to the base), the second half goes through an inner transform;
 * :class:`PermutationTransform`: a fixed permutation of the features (dim 1; log-det 0);
 * :class:`LogitTransform`: the logit front end of the image flows on dequantised pixels.
 """
@@ -44,6 +46,7 @@ __all__ = [
     "AffineCouplingTransform",
     "ComposedTransform",
     "ConditionalPlanarTransform",
+    "FactorOutTransform",
     "InverseTransform",
     "LogitTransform",
     "PermutationTransform",
@@ -65,6 +68,36 @@ class SqueezeTransform(Transform):
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return unsqueeze(y), y.new_zeros(y.shape[0])
+
+
+class FactorOutTransform(Transform):
+    """Dinh et al.'s factor-out: of ``x`` split in two along dim 1 (``torch.chunk``), the
+    first half passes unchanged (in a multi-scale flow it has reached the base) and the second
+    goes through ``transform``; the two are concatenated again, so the output has ``x``'s
+    shape. Log-det: ``transform``'s (the context goes to it)."""
+
+    def __init__(self, transform: Transform) -> None:
+        super().__init__()
+        if not isinstance(transform, Transform):
+            raise TypeError(f"transform must be a Transform, got {type(transform).__name__}")
+        self.transform = transform
+
+    @staticmethod
+    def _split(x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.ndim < 2 or x.shape[1] < 2 or x.shape[1] % 2:
+            raise ValueError(f"x must have an even size >= 2 in dim 1, got {tuple(x.shape)}")
+        out, rest = x.chunk(2, dim=1)
+        return out, rest
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        out, rest = self._split(x)
+        rest, logdet = self.transform(rest, context)
+        return torch.cat([out, rest], dim=1), logdet
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        out, rest = self._split(y)
+        rest, logdet = self.transform.inverse(rest, context)
+        return torch.cat([out, rest], dim=1), logdet
 
 
 class PermutationTransform(Transform):

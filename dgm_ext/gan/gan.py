@@ -42,6 +42,7 @@ from dgm_ext.gan.models import (
     MLPGenerator,
     dcgan_levels,
 )
+from dgm_ext.labels import batch_labels, sampling_labels
 from dgm_ext.networks import build_network, network_spec
 from dgm_ext.ops import resolve_ops
 from dgm_ext.persistence import GAN_FORMAT, read_family, write_model_file
@@ -266,22 +267,12 @@ class GAN(nn.Module):
     def _generate(self, z: Tensor, y: Tensor | None) -> Tensor:
         return self.generator(z) if y is None else self.generator(z, y)
 
+    def _device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
     def _batch_labels(self, batch: Any, n: int) -> Tensor | None:
         """The batch's class labels for a class-conditional GAN (None otherwise)."""
-        if not self.config.num_classes:
-            return None
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError(
-                f"a class-conditional GAN (num_classes={self.config.num_classes}) trains on "
-                "(images, labels) batches; the data set yields images only"
-            )
-        y = batch[1].long()
-        if y.shape != (n,) or bool((y < 0).any()) or bool((y >= self.config.num_classes).any()):
-            raise ValueError(
-                f"labels must be {n} class indices in [0, {self.config.num_classes}), got "
-                f"shape {tuple(y.shape)} with values in [{int(y.min())}, {int(y.max())}]"
-            )
-        return y
+        return batch_labels(batch, n, self.config.num_classes, self._device(), "GAN")
 
     def labels_for(
         self, n: int, labels: int | Tensor | None, generator: torch.Generator | None = None
@@ -289,19 +280,7 @@ class GAN(nn.Module):
         """``n`` labels for sampling: ``None`` → uniform over the classes (from
         ``generator``), an int → that class, a tensor → as given (``(n,)``)."""
         k = self.config.num_classes
-        if not k:
-            if labels is not None:
-                raise ValueError("labels: this GAN is not class-conditional (num_classes=0)")
-            return None
-        dev = next(self.generator.parameters()).device
-        if labels is None:
-            gen_dev = generator.device if generator is not None else dev
-            return torch.randint(k, (n,), generator=generator, device=gen_dev).to(dev)
-        y = torch.full((n,), labels, dtype=torch.long) if isinstance(labels, int) else labels
-        y = torch.as_tensor(y, dtype=torch.long).to(dev)
-        if y.shape != (n,) or bool((y < 0).any()) or bool((y >= k).any()):
-            raise ValueError(f"labels must be {n} class indices in [0, {k}), got {labels!r}")
-        return y
+        return sampling_labels(n, labels, k, self._device(), "GAN", generator)
 
     # -- sampling --------------------------------------------------------------------------
     def sample_z(

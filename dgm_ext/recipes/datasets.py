@@ -150,7 +150,8 @@ def load_training_data(
     args: argparse.Namespace, variant: str, *, cifar_variant: str | None = None
 ) -> TrainingData:
     """The train/val/test splits of ``--data`` as ``variant`` data sets (``--train-size`` /
-    ``--val-size`` cut them when the options exist)."""
+    ``--val-size`` cut them when the options exist); with ``--conditional``, data without
+    class labels is refused."""
     import torch
 
     from dgm_ext.data import ImageDataset, load_cifar10, load_mnist
@@ -188,6 +189,11 @@ def load_training_data(
             for s in ("train", "val", "test")
         )
         shape, k, classes = (1, 28, 28), 10, []
+    if getattr(args, "conditional", False) and k < 2:
+        raise ValueError(
+            f"--conditional needs class labels; {spec} has none (put the images in one "
+            "subfolder per class)"
+        )
     train = _cut(train, getattr(args, "train_size", None))
     val = _cut(val, getattr(args, "val_size", None))
     return TrainingData(spec, train, val, test, shape, k, classes)  # type: ignore[arg-type]

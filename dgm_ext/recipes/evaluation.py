@@ -381,14 +381,20 @@ def _eval_realnvp(args: argparse.Namespace, model: Any, about: dict) -> dict:
     if args.device is not None:
         model.to(args.device)
     train, val, test = level_splits(dataset, args.data_root, verify=not args.no_verify)
-    images = {"train": train, "val": val, "test": test}[args.split].images
+    split = {"train": train, "val": val, "test": test}[args.split]
+    labels = split.labels if model.num_classes else None  # a conditional flow: bits/dim | y
     res: dict[str, Any] = {
         **about,
         "config": model.config.to_dict(),
         "split": args.split,
         "dataset": dataset,
         "bits_per_dim": evaluate_bits_per_dim(
-            model, images, batch_size=args.batch_size, seed=args.seed, limit=args.limit
+            model,
+            split.images,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            limit=args.limit,
+            labels=labels,
         ),
     }
     if args.metrics is not None:

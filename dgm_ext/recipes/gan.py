@@ -144,11 +144,6 @@ def run(args: argparse.Namespace) -> dict:
     out = out_dir(args, "gan")
     space, skipped = _feature_space(args)  # a wrong weights file fails before the data loads
     data = load_training_data(args, "grey")
-    if args.conditional and data.num_classes < 2:
-        raise ValueError(
-            f"--conditional needs class labels; {data.name} has none (put the images in one "
-            "subfolder per class)"
-        )
     config = _config(args, data.image_shape, data.num_classes)
     # every image of the data set trains a GAN (no validation split): train + val
     train = data.train

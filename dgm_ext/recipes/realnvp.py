@@ -39,6 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, default=32, help="multiscale: conv width (default 32)")
     p.add_argument("--blocks", type=int, default=2, help="multiscale: residual blocks (default 2)")
     p.add_argument(
+        "--conditional",
+        action="store_true",
+        help="class-conditional RealNVP: the one-hot label into every coupling net",
+    )
+    p.add_argument(
         "--alpha",
         type=float,
         default=None,
@@ -77,8 +82,11 @@ def _cut(ds: Any, n: int | None) -> Any:
     return ImageDataset(ds.images[:n], ds.labels[:n], ds.variant, ds.transform, ds.name)
 
 
-def _config(args: argparse.Namespace, image_shape: tuple[int, int, int]) -> Any:
-    """The ``RealNVPConfig`` of the options for images of ``image_shape`` (validated)."""
+def _config(
+    args: argparse.Namespace, image_shape: tuple[int, int, int], num_classes: int = 0
+) -> Any:
+    """The ``RealNVPConfig`` of the options for images of ``image_shape`` (validated;
+    ``num_classes`` of the data, used with ``--conditional``)."""
     from dgm_ext.flows.realnvp import RealNVPConfig
 
     rgb = image_shape[0] == 3
@@ -91,10 +99,16 @@ def _config(args: argparse.Namespace, image_shape: tuple[int, int, int]) -> Any:
         channels=args.channels,
         blocks=args.blocks,
         alpha=args.alpha if args.alpha is not None else (0.05 if rgb else 1e-5),
+        num_classes=num_classes if args.conditional else 0,
     )
     if not 0.0 <= config.alpha < 0.5:
         raise ValueError(f"--alpha must be in [0, 0.5), got {config.alpha}")
     return config
+
+
+def _labels(model: Any, split: Any) -> Any:
+    """The split's labels for a class-conditional flow (scored on bits/dim given y)."""
+    return split.labels if model.num_classes else None
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -113,7 +127,7 @@ def run(args: argparse.Namespace) -> dict:
     _config(args, {"cifar10": (3, 32, 32)}.get(args.dataset, (1, 28, 28)))
     out = out_dir(args, "realnvp")
     data = load_training_data(args, "levels")
-    config = _config(args, data.image_shape)
+    config = _config(args, data.image_shape, data.num_classes)
     model = build_realnvp(config, ops=args.ops)
     train, val, test = data.train, data.val, data.test
     prepare_run_dir(out, args.fresh)  # options and data first: nothing is created before
@@ -138,8 +152,8 @@ def run(args: argparse.Namespace) -> dict:
         "epochs": len(rows),
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds_per_epoch": epoch_seconds(rows),
-        "val": evaluate_bits_per_dim(model, val.images),
-        "test": evaluate_bits_per_dim(model, test.images),
+        "val": evaluate_bits_per_dim(model, val.images, labels=_labels(model, val)),
+        "test": evaluate_bits_per_dim(model, test.images, labels=_labels(model, test)),
     }
     (out / "eval.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
     return res

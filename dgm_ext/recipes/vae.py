@@ -92,11 +92,6 @@ def run(args: argparse.Namespace) -> dict:
     out = out_dir(args, "vae")
     ctx = run_context(args, "train-vae", out, trainer_options(args))
     data = load_training_data(args, variant)
-    if args.conditional and data.num_classes < 2:
-        raise ValueError(
-            f"--conditional needs class labels; {data.name} has none (put the images in one "
-            "subfolder per class)"
-        )
     cfg.update(image_shape=data.image_shape, num_classes=data.num_classes * args.conditional)
     VAEConfig(**cfg)  # the data's shape for this architecture: refused before the run folder
     train, val, test = data.train, data.val, data.test

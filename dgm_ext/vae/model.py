@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dgm_ext.labels import batch_labels, check_labels, sampling_labels
 from dgm_ext.networks import build_network, network_spec
 from dgm_ext.ops import resolve_ops
 from dgm_ext.persistence import VAE_FORMAT, read_family, write_model_file
@@ -206,31 +207,8 @@ class VAE(nn.Module):
     # -- labels ------------------------------------------------------------------------
     def check_labels(self, labels: int | Tensor | None, n: int) -> Tensor | None:
         """``n`` labels as int64 on the model's device (an int: that class for all), or
-        ``None`` for an unconditional VAE; one-line ``ValueError`` for missing labels, labels
-        given to an unconditional VAE, or labels of the wrong shape or out of range."""
-        k = self.config.num_classes
-        if not k:
-            if labels is not None:
-                raise ValueError("labels: this VAE is not class-conditional (num_classes=0)")
-            return None
-        if labels is None:
-            raise ValueError(
-                f"labels: this VAE is class-conditional (num_classes={k}); pass one class "
-                "index per example"
-            )
-        if isinstance(labels, bool) or not isinstance(labels, (int, Tensor)):
-            raise ValueError(f"labels must be an int or a tensor of class indices, got {labels!r}")
-        if isinstance(labels, int):
-            labels = torch.full((n,), labels, dtype=torch.long)
-        y = labels.to(self.device, torch.long)
-        bad = y.shape != (n,) or bool(((y < 0) | (y >= k)).any())  # one device sync
-        if bad:
-            values = f"values in [{int(y.min())}, {int(y.max())}]" if y.numel() else "no values"
-            raise ValueError(
-                f"labels must be {n} class indices in [0, {k}), got shape {tuple(y.shape)} "
-                f"with {values}"
-            )
-        return y
+        ``None`` for an unconditional VAE (see :func:`dgm_ext.labels.check_labels`)."""
+        return check_labels(labels, n, self.config.num_classes, self.device, "VAE")
 
     def labels_for(
         self, n: int, labels: int | Tensor | None = None, generator: torch.Generator | None = None
@@ -238,22 +216,11 @@ class VAE(nn.Module):
         """``n`` labels for sampling: ``None`` → uniform over the classes (from
         ``generator``), an int → that class, a tensor → as given (``(n,)``); ``None`` for an
         unconditional VAE."""
-        k = self.config.num_classes
-        if k and labels is None:
-            dev = generator.device if generator is not None else self.device
-            labels = torch.randint(k, (n,), generator=generator, device=dev)
-        return self.check_labels(labels, n)
+        return sampling_labels(n, labels, self.config.num_classes, self.device, "VAE", generator)
 
     def batch_labels(self, batch: Tensor | tuple | list, n: int) -> Tensor | None:
         """The labels of a training batch for a class-conditional VAE (``None`` otherwise)."""
-        if not self.config.num_classes:
-            return None
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError(
-                f"a class-conditional VAE (num_classes={self.config.num_classes}) trains on "
-                "(images, labels) batches; the data set yields images only"
-            )
-        return self.check_labels(batch[1], n)
+        return batch_labels(batch, n, self.config.num_classes, self.device, "VAE")
 
     # -- pieces ------------------------------------------------------------------------
     def prepare(self, images: Tensor) -> Tensor:
