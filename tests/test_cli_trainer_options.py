@@ -5,6 +5,7 @@ before anything is created; --conditional for GANs."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from _data import needs_mnist
@@ -71,3 +72,20 @@ def test_bad_trainer_options_are_one_line_and_create_nothing(tmp_path, capsys, a
     err = capsys.readouterr().err.strip()
     assert err.startswith("dgm-ext: error: ") and message in err and "\n" not in err
     assert not out.exists()
+
+
+@needs_mnist
+def test_a_changed_model_setting_is_named_when_the_run_resumes(tmp_path, data_env, caplog):
+    """`train gan --out g` then `--loss hinge` into the same run used to continue with the
+    other loss after only "resuming run ...", and gan_args.json then misdescribed epoch 1."""
+    run = tmp_path / "g"
+    assert main(["train", "gan", "--out", str(run), *TINY_GAN]) == 0
+    argv = ["train", "gan", "--out", str(run), *TINY_GAN, "--loss", "hinge"]
+    argv[argv.index("--epochs") + 1] = "2"
+    with caplog.at_level(logging.WARNING, logger="dgm_ext.train"):
+        assert main(argv) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        "was written with different settings: model.loss jsd-nonsaturating -> hinge" in w
+        for w in warned
+    ), warned

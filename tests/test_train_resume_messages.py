@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -215,3 +216,42 @@ def test_messages_reach_the_console_without_logging_configured(tmp_path):
     # one summary line per epoch on stdout (progress on), not repeated on stderr
     assert [line.split()[0] for line in proc.stdout.splitlines()] == ["epoch=1", "epoch=2"]
     assert not any(line.startswith("epoch=") for line in lines)
+
+
+class _ConfiguredRegressor(Regressor):
+    """A model with a ``config.to_dict()``, as the library's VAE, GAN and RealNVP have."""
+
+    def __init__(self, **settings) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(to_dict=lambda: dict(settings))
+
+
+def test_changed_model_settings_are_named_on_resume(tmp_path, caplog):
+    """A change of the model's own settings that keeps its parameter shapes (a GAN's loss,
+    a VAE's binarisation) used to resume without a word."""
+    data = regression_data()
+    first = _ConfiguredRegressor(loss="jsd", penalty=None, hidden=[8, 8])
+    Trainer(first, cfg(tmp_path, epochs=1)).fit(data)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["model_config"] == {"loss": "jsd", "penalty": None,
+                                                     "hidden": [8, 8]}  # fmt: skip
+    again = _ConfiguredRegressor(loss="hinge", penalty="r1", hidden=(8, 8), extra=1)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        Trainer(again, cfg(tmp_path, epochs=2, lr=1e-2)).fit(data)
+    assert _warnings(caplog) == [
+        f"{last} was written with different settings: model.loss jsd -> hinge, model.penalty "
+        "None -> r1, model.extra None -> 1, lr 0.001 -> 0.01: the run continues with the "
+        "current ones, but not as an exact continuation of the interrupted one"
+    ]
+    caplog.clear()
+    same = _ConfiguredRegressor(loss="hinge", penalty="r1", hidden=[8, 8], extra=1)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        Trainer(same, cfg(tmp_path, epochs=3, lr=1e-2)).fit(data)
+    assert _warnings(caplog) == []  # tuples and lists alike; nothing changed
+
+
+def test_a_model_config_that_is_not_plain_is_not_recorded(tmp_path):
+    model = _ConfiguredRegressor(act=torch.nn.ReLU())  # not readable with weights_only=True
+    Trainer(model, cfg(tmp_path, epochs=1)).fit(regression_data())
+    ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ck["model_config"] is None

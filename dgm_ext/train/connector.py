@@ -22,11 +22,13 @@ from .resume import (
     CHECKPOINT_FORMAT,
     ModelMismatchError,
     apply_optimizer_hyperparameters,
+    changed_model_settings,
     changed_settings,
     check_same_model,
     describe_changes,
     implied_by_config,
     load_for_resume,
+    model_settings,
     optimizer_hyperparameters,
     restore_accumulator,
     unused_path,
@@ -85,6 +87,7 @@ class CheckpointConnector:
             "history": t.history,
             "rng": all_rng,
             "config": t.config.to_dict(),
+            "model_config": model_settings(t.model),  # None for a model without a config
             "callbacks": {c.state_key: c.state_dict() for c in t.callbacks},
         }
 
@@ -171,7 +174,8 @@ class CheckpointConnector:
                 log.warning(
                     "%s holds no state of callback %s; it starts afresh", path, cb.state_key
                 )
-        changes = changed_settings(ck.get("config") or {}, t.config)
+        changes = changed_model_settings(ck.get("model_config"), model_settings(t.model))
+        changes += changed_settings(ck.get("config") or {}, t.config)
         optimizer_notes = [n for n in optimizer_notes if not implied_by_config(n, changes)]
         if changes or optimizer_notes:
             log.warning(

@@ -2,7 +2,8 @@
 its fit loop): which checkpoint to resume from (:func:`load_for_resume`: ``last.pt``, or the
 newest intact one when it is unreadable), what is checked before anything changes (the model
 in the checkpoint is the model being trained: :func:`check_same_model`; which training
-settings differ: :func:`changed_settings`), the optimiser settings of the current run put
+settings differ: :func:`changed_settings`; which settings of the model itself differ, e.g. a
+GAN's loss: :func:`changed_model_settings`), the optimiser settings of the current run put
 back after ``load_state_dict`` (:func:`apply_optimizer_hyperparameters`), each rank's running
 sums (:func:`restore_accumulator`), and ``resume=False`` (:func:`set_aside_earlier_run`).
 """
@@ -33,11 +34,13 @@ __all__ = [
     "TRAINING_FIELDS",
     "ModelMismatchError",
     "apply_optimizer_hyperparameters",
+    "changed_model_settings",
     "changed_settings",
     "check_same_model",
     "describe_changes",
     "implied_by_config",
     "load_for_resume",
+    "model_settings",
     "optimizer_hyperparameters",
     "restore_accumulator",
     "set_aside_earlier_run",
@@ -125,6 +128,40 @@ def changed_settings(saved: Mapping[str, Any], config: Any) -> list[tuple[str, A
         (k, saved[k], current[k])
         for k in TRAINING_FIELDS
         if k in saved and k in current and _norm(saved[k]) != _norm(current[k])
+    ]
+
+
+def model_settings(model: Any) -> dict[str, Any] | None:
+    """The settings of ``model`` as a plain dict: its ``config.to_dict()`` (the library's VAE,
+    GAN and RealNVP configs, or any user config with ``to_dict`` returning plain values:
+    strings, numbers, lists, dicts), else ``None``."""
+    to_dict = getattr(getattr(model, "config", None), "to_dict", None)
+    settings = to_dict() if callable(to_dict) else None
+    # recorded only when plain values (checkpoints are read with weights_only=True)
+    return settings if isinstance(settings, dict) and _plain(settings) else None
+
+
+def _plain(v: Any) -> bool:
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain(x) for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return all(_plain(x) for x in v)
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def changed_model_settings(
+    saved: Mapping[str, Any] | None, current: Mapping[str, Any] | None
+) -> list[tuple[str, Any, Any]]:
+    """``("model.<field>", saved value, current value)`` for every model setting that differs
+    between a checkpoint's recorded model config and the current model's (a field only one of
+    them records is compared with ``None``); nothing when either side records none."""
+    if not saved or not current:
+        return []
+    keys = list(dict.fromkeys([*saved, *current]))
+    return [
+        (f"model.{k}", saved.get(k), current.get(k))
+        for k in keys
+        if _norm(saved.get(k)) != _norm(current.get(k))
     ]
 
 
