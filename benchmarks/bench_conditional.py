@@ -10,7 +10,9 @@ training images (``bench_loop``'s harness: progress bar, NaN guard, metrics, a c
 epoch, each round continuing the run):
 
 * VAE: vae-mlp's 784-500-20, Bernoulli decoder, statically binarised images, batch 128;
-* GAN: gan-mnist's MLP GAN, non-saturating JSD, batch 64, grey images.
+* GAN: gan-mnist's MLP GAN, non-saturating JSD, batch 64, grey images;
+* RealNVP: conditional-mnist's MLP RealNVP (8 couplings, width 512, one-hot label as the
+  context of every coupling net), batch 128, 8-bit levels, gradient norm clipped at 5.
 
 The issue's target: a conditional step within 10 % of the unconditional one, i.e. the
 same-run ratio ``median(unconditional) / median(conditional)`` >= 0.9.
@@ -22,12 +24,14 @@ import pytest
 import torch
 from bench_loop import QUICK, _images, _info, _trainer_rounds
 
+from dgm_ext.flows.realnvp import build_realnvp
 from dgm_ext.gan.gan import GAN, GANConfig
 from dgm_ext.vae import build_vae
 
 PROVIDERS = ["unconditional", "conditional"]
 VAE_IMAGES = 1024 if QUICK else 10_240  # 80 steps of 128
 GAN_IMAGES = 512 if QUICK else 6400  # 100 steps of 64
+FLOW_IMAGES = 256 if QUICK else 2560  # 20 steps of 128
 ROUNDS = 2 if QUICK else 5
 
 
@@ -63,3 +67,16 @@ def test_gan_epoch(benchmark, provider: str) -> None:
     rows = _trainer_rounds(benchmark, model, images, "grey", ROUNDS, batch_size=64,
                            labels=labels)  # fmt: skip
     assert torch.isfinite(torch.tensor(rows[-1]["train_generator_loss"]))
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_realnvp_epoch(benchmark, provider: str) -> None:
+    images, labels = _labelled("levels", FLOW_IMAGES)
+    benchmark.group = f"conditional realnvp epoch | mlp width 512, batch 128, {FLOW_IMAGES} images"
+    _info(benchmark, provider)
+    torch.manual_seed(0)
+    k = 10 if provider == "conditional" else 0
+    model = build_realnvp(arch="mlp", couplings=8, hidden=512, num_classes=k)
+    rows = _trainer_rounds(benchmark, model, images, "levels", ROUNDS, batch_size=128,
+                           labels=labels, grad_clip=5.0)  # fmt: skip
+    assert torch.isfinite(torch.tensor(rows[-1]["train_loss"]))
