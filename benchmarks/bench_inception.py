@@ -104,37 +104,9 @@ pfid = pytest.importorskip("pytorch_fid.inception")
 import pytorch_fid  # noqa: E402  (after torchvision's schemas)
 
 
-def _pytorch_fid_model() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-    """pytorch-fid's ``InceptionV3([3])`` with the seeded state dict (loaded strictly by its
-    ``fid_inception_v3``), and that state dict."""
-    built: list[torch.nn.Module] = []
-    real_build, real_loader = pfid._inception_v3, pfid.load_state_dict_from_url
-    states: list[dict[str, torch.Tensor]] = []
-
-    def capture(*args, **kwargs):
-        m = real_build(*args, **kwargs)
-        built.append(m)
-        return m
-
-    def seeded_loader(url: str, progress: bool = True) -> dict[str, torch.Tensor]:
-        assert url == pfid.FID_WEIGHTS_URL, url
-        shapes = {k: tuple(v.shape) for k, v in built[-1].state_dict().items()}
-        states.append(_REF.seeded_state(shapes))
-        return states[-1]
-
-    pfid._inception_v3, pfid.load_state_dict_from_url = capture, seeded_loader
-    try:
-        model = pfid.InceptionV3([pfid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
-    finally:
-        pfid._inception_v3, pfid.load_state_dict_from_url = real_build, real_loader
-    assert model.resize_input and model.normalize_input
-    assert len(states) == 1 and len(states[0]) == 566
-    return model, states[0]
-
-
 def build_networks() -> tuple[torch.nn.Module, FIDInceptionV3]:
     """(pytorch-fid's model, dgm_ext's network loaded from a file of the same state dict)."""
-    theirs, state = _pytorch_fid_model()
+    theirs, _, state = _REF.seeded_pytorch_fid(pfid)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pt_inception-seeded.pth"
         torch.save(state, path)

@@ -102,16 +102,13 @@ def _define_torchvision_schemas() -> None:
     _LIBS.append(lib)  # the definitions live as long as the Library object
 
 
-def main(out: str | Path = OUT) -> None:
-    """Compute pytorch-fid's outputs for the seeded state and images and write ``out``."""
-    torch.set_num_threads(1)
-    _define_torchvision_schemas()
-    import pytorch_fid
-    import pytorch_fid.inception as pfid
-    import torchvision
-
+def seeded_pytorch_fid(pfid) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, torch.Tensor]]:
+    """pytorch-fid's ``InceptionV3([3])`` (module ``pfid`` = ``pytorch_fid.inception``) with
+    :func:`seeded_state` loaded strictly by its own ``fid_inception_v3()`` in place of the
+    download; returns the model, the torchvision ``Inception3`` inside it and that state."""
     built: list[torch.nn.Module] = []
-    real_build = pfid._inception_v3
+    states: list[dict[str, torch.Tensor]] = []
+    real_build, real_loader = pfid._inception_v3, pfid.load_state_dict_from_url
 
     def capture(*args, **kwargs):
         m = real_build(*args, **kwargs)
@@ -121,12 +118,28 @@ def main(out: str | Path = OUT) -> None:
     def seeded_loader(url: str, progress: bool = True) -> dict[str, torch.Tensor]:
         assert url == pfid.FID_WEIGHTS_URL, url
         # fid_inception_v3() has swapped in its FID blocks by now: these are its final shapes
-        return seeded_state({k: tuple(v.shape) for k, v in built[-1].state_dict().items()})
+        states.append(seeded_state({k: tuple(v.shape) for k, v in built[-1].state_dict().items()}))
+        return states[-1]
 
-    pfid._inception_v3 = capture
-    pfid.load_state_dict_from_url = seeded_loader
-    model = pfid.InceptionV3([pfid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
-    inception = built[-1].eval()
+    pfid._inception_v3, pfid.load_state_dict_from_url = capture, seeded_loader
+    try:
+        model = pfid.InceptionV3([pfid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    finally:
+        pfid._inception_v3, pfid.load_state_dict_from_url = real_build, real_loader
+    assert model.resize_input and model.normalize_input
+    assert len(states) == 1 and len(states[0]) == 566, len(states)
+    return model, built[-1].eval(), states[0]
+
+
+def main(out: str | Path = OUT) -> None:
+    """Compute pytorch-fid's outputs for the seeded state and images and write ``out``."""
+    torch.set_num_threads(1)
+    _define_torchvision_schemas()
+    import pytorch_fid
+    import pytorch_fid.inception as pfid
+    import torchvision
+
+    model, inception, _ = seeded_pytorch_fid(pfid)
     state = inception.state_dict()
     assert len(state) == 566, len(state)
     expected = seeded_state({k: tuple(v.shape) for k, v in state.items()})
