@@ -404,3 +404,50 @@ def test_bad_options_are_refused_before_reading(spaces, tmp_path, capsys):
     assert spaces == []  # refused before any network was built
     _, err = run(["eval", str(a), str(tmp_path / "nope")], tmp_path, capsys, code=2)
     assert "nope: no such file or folder" in err
+
+
+def test_sample_label_of_conditional_models(tmp_path, capsys):
+    """``sample --label C``: a class-conditional GAN, VAE or RealNVP draws class C only; an
+    unconditional model or a class out of range is one line, and nothing is written."""
+    from dgm_ext.flows.realnvp import build_realnvp, save_realnvp
+    from dgm_ext.gan import GAN, GANConfig, save_gan
+    from dgm_ext.vae import build_vae, save_vae
+
+    torch.manual_seed(0)
+    gan = GAN(GANConfig(arch="mlp", image_shape=(1, 8, 8), z_dim=4, num_classes=3))
+    vae = build_vae(arch="mlp", latent_dim=2, hidden=8, image_shape=(1, 8, 8), num_classes=3)
+    flow = build_realnvp(arch="mlp", image_shape=(1, 4, 4), couplings=2, hidden=8, num_classes=3)
+    with torch.no_grad():  # zero-initialised last layers would hide an ignored label
+        for p in [*gan.parameters(), *vae.parameters(), *flow.parameters()]:
+            p.add_(0.3 * torch.randn_like(p))
+    files = {"gan": save_gan(gan, tmp_path / "g.pt"), "vae": save_vae(vae, tmp_path / "v.pt"),
+             "realnvp": save_realnvp(flow, tmp_path / "f.pt")}  # fmt: skip
+    for kind, path in files.items():
+        got = {}
+        for label in (1, 2):
+            out = tmp_path / f"{kind}-{label}"
+            argv = ["sample", str(path), "--n", "6", "--out", str(out), "--label", str(label)]
+            assert cli.main(argv) == 0
+            capsys.readouterr()
+            assert json.loads((out / "sample.json").read_text())["label"] == label
+            got[label] = np.load(out / "samples.npz")["images"]
+        # the same seed, another class: other images; and the label is the one asked for
+        assert np.abs(got[1] - got[2]).max() > 1e-3
+        torch.manual_seed(0)  # sample's default --seed
+        gan_z = gan.sample_z(6) if kind == "gan" else None
+        with torch.no_grad():
+            if kind == "gan":
+                want = gan.decode(gan_z, labels=torch.full((6,), 2))
+            elif kind == "vae":
+                want = vae.sample(z=torch.randn(6, 2), labels=2).clamp(0, 1)
+            else:
+                z = torch.randn(6, 1, 4, 4)
+                want = flow.inverse(z, torch.eye(3)[torch.full((6,), 2)])[0].clamp(0, 1)
+        np.testing.assert_allclose(got[2], want.numpy(), atol=1e-6)
+    plain = build_vae(arch="mlp", latent_dim=2, hidden=8, image_shape=(1, 8, 8))
+    cases = [(save_vae(plain, tmp_path / "p.pt"), "1", "the model is not class-conditional"),
+             (files["gan"], "3", "--label must be a class in [0, 3), got 3")]  # fmt: skip
+    for path, label, message in cases:
+        out = tmp_path / "bad"
+        assert cli.main(["sample", str(path), "--n", "2", "--out", str(out), "--label", label]) == 2
+        assert message in capsys.readouterr().err and not out.exists()

@@ -26,6 +26,12 @@ def add_arguments(sa: argparse.ArgumentParser) -> None:
         default=1.0,
         help="scale of the latent draws z ~ N(0, T^2 I) (default 1)",
     )
+    sa.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="class-conditional models: samples of this class only (default: every class)",
+    )
     sa.add_argument("--device", default=None, help="sampling device (default: cpu)")
     sa.add_argument("--batch-size", type=int, default=500, help="samples per batch")
 
@@ -67,6 +73,10 @@ def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     res = {**about, "kind": kind, "n": args.n, "temperature": args.temperature,
            "seed": args.seed, "out": str(out)}  # fmt: skip
+    if args.label is not None:
+        if kind == "planar":
+            raise ValueError(f"--label {args.label}: a planar flow is not class-conditional")
+        res["label"] = args.label
     if kind == "planar":
         flow = model.flow.to(args.device) if args.device is not None else model.flow
         with torch.no_grad():
@@ -81,7 +91,7 @@ def run(args: argparse.Namespace) -> dict:
     else:
         images = model_samples(
             kind, model, args.n, temperature=args.temperature, batch_size=args.batch_size,
-            device=args.device,
+            device=args.device, label=args.label,
         )  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         write_pngs(images, out)

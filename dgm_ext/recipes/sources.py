@@ -146,14 +146,27 @@ def _from_checkpoint(path: Path, blob: dict, ops: str) -> tuple[str, Any, dict]:
     )
 
 
+def model_classes(kind: str, model: Any) -> int:
+    """Number of classes of a class-conditional VAE, GAN or RealNVP (0: unconditional)."""
+    if kind == "gan":
+        return int(model.config.num_classes)
+    return int(getattr(model, "num_classes", 0) or 0)
+
+
 def model_samples(
     kind: str, model: Any, n: int, *, temperature: float = 1.0, batch_size: int = 500,
-    device: Any = None,
+    device: Any = None, label: int | None = None,
 ) -> Any:  # fmt: skip
     """``n`` images (N, C, H, W) in [0, 1] on the CPU from a VAE (decoder means), GAN or
-    RealNVP, latent draws z ~ N(0, T^2 I)."""
+    RealNVP, latent draws z ~ N(0, T^2 I); a class-conditional model draws class ``label``
+    (``None``: a GAN cycles through the classes, the others draw them uniformly)."""
     import torch
 
+    k_classes = model_classes(kind, model)
+    if label is not None and not k_classes:
+        raise ValueError(f"--label {label}: the model is not class-conditional")
+    if label is not None and not 0 <= label < k_classes:
+        raise ValueError(f"--label must be a class in [0, {k_classes}), got {label}")
     if device is not None:
         model.to(device)
     model.eval()
@@ -162,11 +175,11 @@ def model_samples(
         for i in range(0, n, batch_size):
             k = min(batch_size, n - i)
             if kind == "gan":
-                x = model.decode(model.sample_z(k) * temperature)
+                x = model.decode(model.sample_z(k) * temperature, labels=label)
             elif kind == "vae":
                 z = torch.randn(k, model.latent_dim, device=model.device) * temperature
-                x = model.sample(z=z).clamp(0, 1)
+                x = model.sample(z=z, labels=label).clamp(0, 1)
             else:  # realnvp
-                x = model.sample_images(k, temperature)
+                x = model.sample_images(k, temperature, labels=label)
             parts.append(x.detach().float().cpu())
     return torch.cat(parts)
