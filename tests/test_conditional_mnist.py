@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from _data import DATA, needs_mnist
@@ -49,6 +50,20 @@ def test_reproduce_quick(tmp_path, monkeypatch):
     per = [float((predicted[wanted == c] == c).double().mean()) for c in range(10)]
     assert models["cvae"]["accuracy_per_class"] == pytest.approx(per, abs=1e-12)
     assert (out / "figures" / "cgan_samples.png").is_file()
+
+    # the cGAN's overall IS: its samples (seeded z, sorted by class) in the experiment's seeded
+    # random order, 10 contiguous splits, written out with numpy (sorted samples would give
+    # each split one class, IS ~ 1)
+    gan = load(out / "cgan" / "generator.pt")
+    z = torch.randn(2000, gan.config.z_dim, generator=torch.Generator().manual_seed(1))
+    probs = class_probs(mnist_feature_net(), gan.decode(z, labels=wanted)).double().numpy()
+    probs = probs[torch.randperm(2000, generator=torch.Generator().manual_seed(2)).numpy()]
+    scores = []
+    for part in np.split(probs, 10):
+        py = part.mean(0, keepdims=True)
+        kl = np.where(part > 0, part * (np.log(np.where(part > 0, part, 1)) - np.log(py)), 0)
+        scores.append(np.exp(kl.sum(1).mean()))
+    assert models["cgan"]["overall"]["is"] == pytest.approx(np.mean(scores), rel=1e-6)
 
     # the conditional RealNVP's: base draws (seeded, 1000 at a time) through the inverse with
     # the one-hot labels as context, clamped to [0, 1]
