@@ -86,3 +86,34 @@ def test_parameters_are_the_used_ones():
     with pytest.raises(ValueError, match="keep some entries"):
         MaskedMLPCouplingNet(torch.ones(4))
     assert isinstance(m.layers[0].net.net[-1], nn.Linear)
+
+
+@pytest.mark.parametrize("shape, classes", [((1, 6, 6), 0), ((3, 3, 5), 4)])
+def test_the_model_runs_its_couplings_on_two_blocks_as_the_composition(shape, classes) -> None:
+    """MLPRealNVP runs its couplings on the two halves of one permutation (no per-coupling
+    gather/scatter of full rows): the function of its ComposedTransform ``layers`` on the
+    flat rows, both directions, with a context too; odd sizes split unevenly. A coupling net
+    swapped for another kind falls back to ``layers``."""
+    torch.manual_seed(0)
+    d = int(torch.tensor(shape).prod())
+    m = MLPRealNVP(shape, couplings=5, hidden=16, context_dim=classes).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(4, *shape, dtype=torch.float64)
+    c = torch.randn(4, classes, dtype=torch.float64) if classes else None
+    z, ld = m(x, c)
+    z_want, ld_want = m.layers(x.flatten(1), c)
+    torch.testing.assert_close(z.flatten(1), z_want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ld, ld_want, rtol=1e-12, atol=1e-12)
+    x_back, ld_back = m.inverse(z, c)
+    x_want, ld_back_want = m.layers.inverse(z_want, c)
+    torch.testing.assert_close(x_back.flatten(1), x_want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ld_back, ld_back_want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x_back, x, rtol=1e-10, atol=1e-10)
+    kept = int(m.layers[0].mask.sum())
+    assert m.split == (kept, d - kept)  # 24 + 21 for 3x3x5: uneven halves
+    if not classes:
+        m.layers.add_module("2", _full_twin(m.layers[2]))
+        z_swapped, _ = m(x)
+        torch.testing.assert_close(z_swapped, z, rtol=1e-10, atol=1e-10)

@@ -238,6 +238,8 @@ class AffineCoupling(Transform):
         self.conditional = int(getattr(net, "context_dim", 0) or 0) > 0
         channels = mask.shape[0] if mask.ndim == 3 else 1
         self.scale = nn.Parameter(torch.ones(channels, 1, 1)) if learn_scale else None
+        if isinstance(net, MaskedMLPCouplingNet):  # the all-transformed mask of a block
+            self.register_buffer("_block_mask", torch.zeros(len(net.moved)), persistent=False)
 
     def _st(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if isinstance(self.net, MaskedMLPCouplingNet):
@@ -262,6 +264,22 @@ class AffineCoupling(Transform):
         full = x.new_zeros(2, x.shape[0], x.shape[1])
         full = full.index_copy(2, net.moved, torch.stack([s_moved, t]))
         return full[0], full[1]
+
+    def transform_block(
+        self, kept: Tensor, moved: Tensor, context: Tensor | None = None, inverse: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """The coupling on its two halves held apart (a :class:`MaskedMLPCouplingNet` net):
+        ``kept`` ``(N, K)`` and ``moved`` ``(N, D − K)``, each in the mask's index order;
+        returns the new ``moved`` half and the log-det (of the inverse when ``inverse``).
+        The same function as :meth:`forward`/:meth:`inverse` without gathering or
+        scattering full rows (a model that keeps the halves apart runs it this way)."""
+        if not isinstance(self.net, MaskedMLPCouplingNet):
+            raise TypeError("transform_block needs a MaskedMLPCouplingNet coupling net")
+        s, t = self.net(kept, context) if self.conditional else self.net(kept)
+        s = torch.tanh(s)
+        if self.scale is not None:
+            s = self.scale.reshape(()) * s
+        return self.ops.affine_coupling(moved, s, t, self._block_mask, inverse)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(y, log|det ∂y/∂x|)``, both directions explicit (fused ``affine_coupling``)."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from dgm_ext.flows.base import ComposedTransform, Flow, Transform
@@ -90,13 +91,40 @@ class MLPRealNVP(Flow):
                 for m in masks
             )
         )
+        # The halves of the first mask, one after the other: the couplings alternate between
+        # them, so the model runs on the two blocks of this order (one gather in, one out)
+        # rather than gathering and scattering full rows at every coupling.
+        first = self.layers[0].net
+        order = torch.cat([first.kept, first.moved])
+        self.register_buffer("order", order, persistent=False)
+        self.register_buffer("unorder", torch.argsort(order), persistent=False)
+        self.split = (len(first.kept), len(first.moved))
+
+    def _run(self, h: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        """``layers`` (or their inverse) on flat rows ``h``, on the two halves of ``order``:
+        even couplings keep block 0 and move block 1, odd ones the other way round (through
+        ``layers`` itself when a coupling net was swapped for another kind)."""
+        if not all(isinstance(c.net, MaskedMLPCouplingNet) for c in self.layers):
+            return self.layers.inverse(h, context) if inverse else self.layers(h, context)
+        blocks = list(h.index_select(1, self.order).split(self.split, dim=1))
+        steps = list(enumerate(self.layers))
+        logdet = None
+        for k, coupling in reversed(steps) if inverse else steps:
+            keep, move = (0, 1) if k % 2 == 0 else (1, 0)
+            blocks[move], ld = coupling.transform_block(
+                blocks[keep], blocks[move], context, inverse
+            )
+            logdet = ld if logdet is None else logdet + ld
+        return torch.cat(blocks, dim=1).index_select(1, self.unorder), logdet
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        z, logdet = self.layers(x.flatten(1), context)
+        """Data → base: the same function as ``self.layers(x.flatten(1), context)``."""
+        z, logdet = self._run(x.flatten(1), context, inverse=False)
         return z.view_as(x), logdet
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x, logdet = self.layers.inverse(z.flatten(1), context)
+        """Base → data: the same function as ``self.layers.inverse(z.flatten(1), context)``."""
+        x, logdet = self._run(z.flatten(1), context, inverse=True)
         return x.view_as(z), logdet
 
 
