@@ -14,7 +14,7 @@ two (so a change of the machine's load hits both alike); medians; the parameter 
 checked equal first. normflows is not a dependency of dgm_ext: run this from a venv that
 has both (see benchmarks/RESULTS.md)::
 
-    python benchmarks/bench_normflows.py [THREADS=1] [ROUNDS=10]
+    python benchmarks/normflows_ratio.py [THREADS=1] [ROUNDS=10]
 """
 
 from __future__ import annotations
