@@ -43,40 +43,36 @@ def _labelled(variant: str, n: int):
     return images, labels
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
-def test_vae_epoch(benchmark, provider: str) -> None:
-    images, labels = _labelled("static", VAE_IMAGES)
-    benchmark.group = f"conditional vae epoch | 784-500-20, batch 128, {VAE_IMAGES} images"
+def _epochs(
+    benchmark, provider: str, variant: str, n: int, group: str, build, metric: str, **config
+) -> None:
+    """Time ``ROUNDS`` Trainer epochs of ``build(num_classes)`` on the first ``n`` labelled
+    MNIST images of ``variant`` (10 classes for the conditional provider, 0 otherwise)."""
+    images, labels = _labelled(variant, n)
+    benchmark.group = f"conditional {group}, {n} images"
     _info(benchmark, provider)
     torch.manual_seed(0)
-    k = 10 if provider == "conditional" else 0
-    model = build_vae(arch="mlp", latent_dim=20, hidden=500, num_classes=k)
-    rows = _trainer_rounds(benchmark, model, images, "static", ROUNDS, batch_size=128,
-                           labels=labels)  # fmt: skip
-    assert torch.isfinite(torch.tensor(rows[-1]["train_loss"]))
+    model = build(10 if provider == "conditional" else 0)
+    rows = _trainer_rounds(benchmark, model, images, variant, ROUNDS, labels=labels, **config)
+    assert torch.isfinite(torch.tensor(rows[-1][metric]))
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_vae_epoch(benchmark, provider: str) -> None:
+    _epochs(benchmark, provider, "static", VAE_IMAGES, "vae epoch | 784-500-20, batch 128",
+            lambda k: build_vae(arch="mlp", latent_dim=20, hidden=500, num_classes=k),
+            "train_loss", batch_size=128)  # fmt: skip
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_gan_epoch(benchmark, provider: str) -> None:
-    images, labels = _labelled("grey", GAN_IMAGES)
-    benchmark.group = f"conditional gan epoch | mlp, batch 64, {GAN_IMAGES} images"
-    _info(benchmark, provider)
-    torch.manual_seed(0)
-    k = 10 if provider == "conditional" else 0
-    model = GAN(GANConfig(arch="mlp", image_shape=(1, 28, 28), num_classes=k))
-    rows = _trainer_rounds(benchmark, model, images, "grey", ROUNDS, batch_size=64,
-                           labels=labels)  # fmt: skip
-    assert torch.isfinite(torch.tensor(rows[-1]["train_generator_loss"]))
+    _epochs(benchmark, provider, "grey", GAN_IMAGES, "gan epoch | mlp, batch 64",
+            lambda k: GAN(GANConfig(arch="mlp", image_shape=(1, 28, 28), num_classes=k)),
+            "train_generator_loss", batch_size=64)  # fmt: skip
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_realnvp_epoch(benchmark, provider: str) -> None:
-    images, labels = _labelled("levels", FLOW_IMAGES)
-    benchmark.group = f"conditional realnvp epoch | mlp width 512, batch 128, {FLOW_IMAGES} images"
-    _info(benchmark, provider)
-    torch.manual_seed(0)
-    k = 10 if provider == "conditional" else 0
-    model = build_realnvp(arch="mlp", couplings=8, hidden=512, num_classes=k)
-    rows = _trainer_rounds(benchmark, model, images, "levels", ROUNDS, batch_size=128,
-                           labels=labels, grad_clip=5.0)  # fmt: skip
-    assert torch.isfinite(torch.tensor(rows[-1]["train_loss"]))
+    _epochs(benchmark, provider, "levels", FLOW_IMAGES, "realnvp epoch | mlp width 512, batch 128",
+            lambda k: build_realnvp(arch="mlp", couplings=8, hidden=512, num_classes=k),
+            "train_loss", batch_size=128, grad_clip=5.0)  # fmt: skip
